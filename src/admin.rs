@@ -1,0 +1,71 @@
+//! The admin listener (127.0.0.1 by default): `/live`, `/ready`,
+//! `/metrics` (Prometheus text) and `/upstreams` (JSON).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::body::{self, BoxBody};
+use crate::log::Sink;
+use crate::metrics::Metrics;
+use crate::proxy::upstream::Upstream;
+
+/// What the admin endpoints report on.
+pub struct Admin {
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// True once every listener is bound; false again when draining.
+    pub ready: AtomicBool,
+    /// Upstreams by name (outbound), for `/upstreams`.
+    pub upstreams: Vec<Arc<Upstream>>,
+    /// For the dropped-lines count.
+    pub sink: Sink,
+}
+
+impl Admin {
+    /// Serves one admin request.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> Response<BoxBody> {
+        match req.uri().path() {
+            "/live" => text(StatusCode::OK, "live\n"),
+            "/ready" if self.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
+            "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+            "/metrics" => {
+                let mut res = text(StatusCode::OK, self.metrics.render(self.sink.dropped()));
+                res.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                );
+                res
+            }
+            "/upstreams" => {
+                let list: Vec<_> = self
+                    .upstreams
+                    .iter()
+                    .map(|u| {
+                        serde_json::json!({
+                            "name": &*u.name,
+                            "endpoints": u.endpoint_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                let mut res = text(
+                    StatusCode::OK,
+                    serde_json::json!({ "upstreams": list }).to_string(),
+                );
+                res.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                res
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<BoxBody> {
+    let mut res = Response::new(body::full(body));
+    *res.status_mut() = status;
+    res
+}

@@ -1,0 +1,491 @@
+//! kawal's configuration: one TOML file, parsed into typed values once.
+//!
+//! Serde does the per-value work (types, units, unknown keys: every struct
+//! denies unknown fields); [`validate`] then checks what spans several values
+//! (routes to undefined upstreams, two listeners on one port). Every problem is
+//! reported as `FILE:LINE:COL: key.path: what is wrong`, all of them at once,
+//! and kawal refuses to start. Every option and its default is documented in
+//! `config/kawal.toml`.
+
+mod locate;
+mod units;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use units::{Addr, Dur, HostPort, Size};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Who this sidecar speaks for.
+    pub service: Service,
+    /// The admin listener.
+    #[serde(default)]
+    pub admin: Admin,
+    /// Traffic from other services to the local app; absent = disabled.
+    pub inbound: Option<Inbound>,
+    /// The local app's calls to other services; absent = disabled.
+    pub outbound: Option<Outbound>,
+    /// Named upstreams the outbound side routes to.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Limits every listener enforces on untrusted peers.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Log output.
+    #[serde(default)]
+    pub log: Log,
+}
+
+/// `[service]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// The service name, on every log line as `serviceName`.
+    pub name: String,
+    /// Runtime worker threads; default: the CPUs available.
+    #[serde(default)]
+    pub worker_threads: Option<usize>,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[serde(default = "d_30s")]
+    pub shutdown_grace: Dur,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Where `/live`, `/ready` and `/metrics` are served.
+    #[serde(default = "default_admin_listen")]
+    pub listen: Addr,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+/// `[inbound]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inbound {
+    /// Where other services connect.
+    pub listen: Addr,
+    /// The local app, `host:port`.
+    pub app: HostPort,
+    /// HTTP version spoken to the app.
+    #[serde(default)]
+    pub app_protocol: Protocol,
+    /// Connect timeout to the app.
+    #[serde(default = "d_1s")]
+    pub connect_timeout: Dur,
+    /// Deadline for the app's response head.
+    #[serde(default = "d_30s")]
+    pub timeout: Dur,
+}
+
+/// `[outbound]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outbound {
+    /// Where the local app sends its calls (use as HTTP_PROXY).
+    #[serde(default = "default_outbound_listen")]
+    pub listen: Addr,
+    /// Upstream for hosts that no upstream lists; absent = 404.
+    #[serde(default)]
+    pub default_upstream: Option<String>,
+}
+
+/// `[upstreams.NAME]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Host names (Host header or absolute-URI authority, with or without
+    /// port) routed to this upstream. The upstream's own name always routes.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// `ip:port` or `name:port`; names are re-resolved periodically.
+    pub endpoints: Vec<HostPort>,
+    /// HTTP version spoken to the endpoints.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// TCP connect timeout.
+    #[serde(default = "d_1s")]
+    pub connect_timeout: Dur,
+    /// Deadline for the response head.
+    #[serde(default = "d_30s")]
+    pub timeout: Dur,
+    /// How often DNS names in `endpoints` are resolved again.
+    #[serde(default = "d_5s")]
+    pub resolve_interval: Dur,
+}
+
+/// HTTP version toward an upstream or the app.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// HTTP/1.1 with keep-alive.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c).
+    Http2,
+}
+
+/// `[limits]`: what a listener accepts from an untrusted peer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Request line plus all headers (HTTP/1.1) → 431.
+    #[serde(default = "default_max_head")]
+    pub max_request_head: Size,
+    /// One header's name plus value → 431.
+    #[serde(default = "default_max_header")]
+    pub max_header: Size,
+    /// Number of request headers → 431.
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+    /// Request target length → 414.
+    #[serde(default = "default_max_uri")]
+    pub max_uri: Size,
+    /// Request body → 413.
+    #[serde(default = "default_max_body")]
+    pub max_request_body: Size,
+    /// Time to receive a request head; also the idle keep-alive timeout.
+    #[serde(default = "d_10s")]
+    pub request_head_timeout: Dur,
+    /// Longest pause inside a request or response body.
+    #[serde(default = "d_30s")]
+    pub body_idle_timeout: Dur,
+    /// HTTP/2 concurrent streams per connection.
+    #[serde(default = "default_h2_streams")]
+    pub h2_max_concurrent_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // An empty table gives the serde defaults; one source of truth.
+        toml::from_str("").expect("defaults parse")
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    /// `error`, `warn`, `info` (access log lines are `info`), `debug`, `trace`.
+    /// `RUST_LOG` overrides it.
+    #[serde(default = "default_level")]
+    pub level: LogLevel,
+    /// `json` (default) or `text` for local development.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            level: default_level(),
+            format: LogFormat::Json,
+        }
+    }
+}
+
+/// A log level filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// And warnings.
+    Warn,
+    /// And access log lines and process events.
+    Info,
+    /// And debugging detail.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// Every problem found in a config file, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .problems.join("\n"))]
+pub struct ConfigError {
+    /// `FILE:LINE:COL: key: what is wrong`
+    pub problems: Vec<String>,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            problems: vec![format!("{}: cannot read: {e}", path.display())],
+        })?;
+        Self::from_toml_str(&src, &path.display().to_string())
+    }
+
+    /// Parses and validates `src`; `file` names it in error messages.
+    pub fn from_toml_str(src: &str, file: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(src).map_err(|e| ConfigError {
+            problems: vec![locate::describe_toml_error(file, src, &e)],
+        })?;
+        let problems: Vec<String> = validate(&cfg)
+            .into_iter()
+            .map(|(path, msg)| {
+                let segs: Vec<&str> = path.iter().map(String::as_str).collect();
+                let (line, col) = locate::locate(src, &segs)
+                    .map(|span| locate::line_col(src, span.start))
+                    .unwrap_or((1, 1));
+                format!("{file}:{line}:{col}: {}: {msg}", path.join("."))
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+}
+
+/// Checks that span several values; returns (key path, problem) pairs.
+fn validate(cfg: &Config) -> Vec<(Vec<String>, String)> {
+    let mut problems = Vec::new();
+    let mut bad = |path: &[&str], msg: String| {
+        problems.push((path.iter().map(|s| s.to_string()).collect(), msg));
+    };
+    if cfg.service.name.trim().is_empty() {
+        bad(&["service", "name"], "must not be empty".into());
+    }
+    if cfg.service.worker_threads == Some(0) {
+        bad(&["service", "worker_threads"], "must be at least 1".into());
+    }
+    if cfg.inbound.is_none() && cfg.outbound.is_none() {
+        bad(
+            &["service"],
+            "neither [inbound] nor [outbound] is configured: nothing to do".into(),
+        );
+    }
+
+    // Two listeners on one port (port 0 = "any free port", as tests use).
+    let mut listeners = vec![(["admin", "listen"], cfg.admin.listen.0)];
+    if let Some(i) = &cfg.inbound {
+        listeners.push((["inbound", "listen"], i.listen.0));
+    }
+    if let Some(o) = &cfg.outbound {
+        listeners.push((["outbound", "listen"], o.listen.0));
+    }
+    for (i, (path, addr)) in listeners.iter().enumerate() {
+        if let Some((other, _)) = listeners[..i].iter().find(|(_, a)| {
+            a.port() != 0
+                && a.port() == addr.port()
+                && (a.ip() == addr.ip() || a.ip().is_unspecified() || addr.ip().is_unspecified())
+        }) {
+            bad(
+                path,
+                format!("port {} is already used by {}", addr.port(), other.join(".")),
+            );
+        }
+    }
+
+    if let Some(out) = &cfg.outbound {
+        if let Some(name) = &out.default_upstream {
+            if !cfg.upstreams.contains_key(name) {
+                bad(
+                    &["outbound", "default_upstream"],
+                    format!("no upstream named {name:?} is defined"),
+                );
+            }
+        }
+    } else if !cfg.upstreams.is_empty() {
+        bad(
+            &["upstreams"],
+            "upstreams are defined but [outbound] is not: they would never be used".into(),
+        );
+    }
+
+    let mut owner: BTreeMap<String, &str> = BTreeMap::new();
+    for (name, up) in &cfg.upstreams {
+        if up.endpoints.is_empty() {
+            bad(
+                &["upstreams", name, "endpoints"],
+                "needs at least one endpoint".into(),
+            );
+        }
+        for host in std::iter::once(name).chain(&up.hosts) {
+            let key = host.to_ascii_lowercase();
+            match owner.get(&key) {
+                Some(prev) if *prev != name.as_str() => bad(
+                    &["upstreams", name, "hosts"],
+                    format!("host {host:?} is already routed to upstream {prev:?}"),
+                ),
+                _ => {
+                    owner.insert(key, name);
+                }
+            }
+        }
+        if up.timeout.0 < up.connect_timeout.0 {
+            bad(
+                &["upstreams", name, "timeout"],
+                "must not be shorter than connect_timeout".into(),
+            );
+        }
+    }
+    let l = &cfg.limits;
+    if l.max_request_head.0 < 8 * 1024 {
+        bad(&["limits", "max_request_head"], "must be at least 8KiB".into());
+    }
+    if l.max_headers == 0 {
+        bad(&["limits", "max_headers"], "must be at least 1".into());
+    }
+    if l.h2_max_concurrent_streams == 0 {
+        bad(
+            &["limits", "h2_max_concurrent_streams"],
+            "must be at least 1".into(),
+        );
+    }
+    problems
+}
+
+fn d_1s() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+fn d_5s() -> Dur {
+    Dur(Duration::from_secs(5))
+}
+fn d_10s() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+fn d_30s() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+fn default_admin_listen() -> Addr {
+    Addr(([127, 0, 0, 1], 15000).into())
+}
+fn default_outbound_listen() -> Addr {
+    Addr(([127, 0, 0, 1], 15001).into())
+}
+fn default_max_head() -> Size {
+    Size(64 * 1024)
+}
+fn default_max_header() -> Size {
+    Size(16 * 1024)
+}
+fn default_max_headers() -> usize {
+    100
+}
+fn default_max_uri() -> Size {
+    Size(8 * 1024)
+}
+fn default_max_body() -> Size {
+    Size(64 * 1024 * 1024)
+}
+fn default_h2_streams() -> u32 {
+    256
+}
+fn default_level() -> LogLevel {
+    LogLevel::Info
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[service]
+name = "orders"
+
+[inbound]
+listen = "127.0.0.1:15006"
+app = "127.0.0.1:8080"
+"#;
+
+    fn problems(src: &str) -> Vec<String> {
+        Config::from_toml_str(src, "kawal.toml").unwrap_err().problems
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let cfg = Config::from_toml_str(MINIMAL, "kawal.toml").unwrap();
+        assert_eq!(cfg.admin.listen.0.to_string(), "127.0.0.1:15000");
+        assert_eq!(cfg.limits.max_request_head.0, 64 * 1024);
+        assert_eq!(cfg.service.shutdown_grace.0, Duration::from_secs(30));
+        assert_eq!(cfg.log.level, LogLevel::Info);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let p = problems(&format!("{MINIMAL}\n[limits]\nmax_uri_len = \"1KiB\"\n"));
+        assert_eq!(p.len(), 1);
+        assert!(
+            p[0].starts_with("kawal.toml:10:1: limits.max_uri_len: unknown field"),
+            "{}",
+            p[0]
+        );
+        assert!(p[0].contains("max_uri_len"), "{}", p[0]);
+    }
+
+    #[test]
+    fn bad_duration_names_its_line() {
+        let src = MINIMAL.replace(
+            "app = \"127.0.0.1:8080\"",
+            "app = \"127.0.0.1:8080\"\ntimeout = \"30\"",
+        );
+        let p = problems(&src);
+        assert!(p[0].starts_with("kawal.toml:8:"), "{}", p[0]);
+        assert!(p[0].contains("timeout"), "{}", p[0]);
+    }
+
+    #[test]
+    fn route_to_undefined_upstream_and_port_clash_are_all_reported() {
+        let src = r#"
+[service]
+name = "orders"
+
+[admin]
+listen = "127.0.0.1:15001"
+
+[outbound]
+listen = "127.0.0.1:15001"
+default_upstream = "nowhere"
+
+[upstreams.payment]
+endpoints = ["127.0.0.1:9000"]
+"#;
+        let p = problems(src);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].starts_with("kawal.toml:9:1: outbound.listen: port 15001"),
+            "{}",
+            p[0]
+        );
+        assert!(
+            p[1].starts_with("kawal.toml:10:1: outbound.default_upstream: no upstream named \"nowhere\""),
+            "{}",
+            p[1]
+        );
+    }
+
+    #[test]
+    fn the_reference_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/kawal.toml");
+        Config::load(&path).unwrap();
+    }
+}

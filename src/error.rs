@@ -1,0 +1,201 @@
+//! The errors kawal itself answers with, and their one mapping to HTTP.
+//!
+//! Every synthesized response goes through [`ProxyError::to_response`]: an
+//! `x-kawal-error: KIND` header, a small JSON body
+//! `{"error": KIND, "message": ..., "traceId": ...}` and the status that says
+//! what happened (ARCHITECTURE.md, "Contracts").
+
+use std::time::Duration;
+
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::body::{self, BoxBody};
+use crate::proxy::headers::X_KAWAL_ERROR;
+
+/// A failure kawal reports to its client instead of an upstream response.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// Malformed or ambiguous request (smuggling attempts, bad path, no Host).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// A method kawal refuses to proxy (CONNECT: kawal opens no tunnels).
+    #[error("method {0} is not supported by this proxy")]
+    MethodNotAllowed(http::Method),
+    /// Request target longer than the configured limit.
+    #[error("request URI exceeds {0} bytes")]
+    UriTooLong(usize),
+    /// A header (or all of them) larger than the configured limit.
+    #[error("request header fields exceed the limit ({0})")]
+    HeadersTooLarge(&'static str),
+    /// Request body larger than the configured limit.
+    #[error("request body exceeds {0} bytes")]
+    PayloadTooLarge(u64),
+    /// The client stopped sending its body.
+    #[error("client sent no body data for {0:?}")]
+    ClientTimeout(Duration),
+    /// No upstream serves this authority.
+    #[error("no upstream for host {0:?}")]
+    RouteNotFound(String),
+    /// The upstream has no endpoint to send to (none resolved yet).
+    #[error("upstream {0} has no endpoint available")]
+    NoEndpoint(String),
+    /// Could not connect to the upstream (refused, unreachable).
+    #[error("could not connect to upstream {upstream}: {cause}")]
+    UpstreamConnect {
+        /// The upstream's name.
+        upstream: String,
+        /// The transport error, for the log.
+        cause: String,
+    },
+    /// The connection broke before a complete response head arrived.
+    #[error("upstream {upstream} reset the connection: {cause}")]
+    UpstreamReset {
+        /// The upstream's name.
+        upstream: String,
+        /// The transport error, for the log.
+        cause: String,
+    },
+    /// Connect or response deadline passed.
+    #[error("upstream {upstream} did not answer within {after:?}")]
+    UpstreamTimeout {
+        /// The upstream's name.
+        upstream: String,
+        /// The deadline that passed.
+        after: Duration,
+    },
+    /// The upstream's circuit breaker is open.
+    #[error("circuit breaker for upstream {upstream} is open")]
+    CircuitOpen {
+        /// The upstream's name.
+        upstream: String,
+        /// When the breaker lets a probe through again.
+        retry_after: Duration,
+    },
+    /// A bug or an unexpected state: never the client's fault.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ProxyError {
+    /// The stable name sent in `x-kawal-error` and logged as the cause.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::UriTooLong(_) => "uri_too_long",
+            Self::HeadersTooLarge(_) => "headers_too_large",
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::ClientTimeout(_) => "client_timeout",
+            Self::RouteNotFound(_) => "route_not_found",
+            Self::NoEndpoint(_) => "no_endpoint",
+            Self::UpstreamConnect { .. } => "upstream_connect",
+            Self::UpstreamReset { .. } => "upstream_reset",
+            Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::CircuitOpen { .. } => "circuit_open",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// The status that says what happened.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            Self::NoEndpoint(_) | Self::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamConnect { .. } | Self::UpstreamReset { .. } => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Whether the client connection should be closed after this answer:
+    /// after a framing or size error (or a CONNECT, whose tunnel bytes may
+    /// follow) the rest of the connection cannot be trusted to start a new
+    /// request.
+    fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            Self::BadRequest(_)
+                | Self::MethodNotAllowed(_)
+                | Self::UriTooLong(_)
+                | Self::HeadersTooLarge(_)
+                | Self::PayloadTooLarge(_)
+                | Self::ClientTimeout(_)
+        )
+    }
+
+    /// The response kawal sends for this error.
+    pub fn to_response(&self, trace_id: &str) -> Response<BoxBody> {
+        let mut body = serde_json::json!({
+            "error": self.kind(),
+            "message": self.to_string(),
+            "traceId": trace_id,
+        });
+        let mut retry_after = None;
+        match self {
+            Self::UpstreamConnect { upstream, .. }
+            | Self::UpstreamReset { upstream, .. }
+            | Self::UpstreamTimeout { upstream, .. } => body["upstream"] = upstream.as_str().into(),
+            Self::CircuitOpen {
+                upstream,
+                retry_after: after,
+            } => {
+                body["upstream"] = upstream.as_str().into();
+                retry_after = Some(after.as_secs_f64().ceil().max(1.0) as u64);
+            }
+            Self::NoEndpoint(upstream) => {
+                body["upstream"] = upstream.as_str().into();
+                retry_after = Some(1);
+            }
+            _ => {}
+        }
+        let mut res = Response::new(body::full(body.to_string()));
+        *res.status_mut() = self.status();
+        let h = res.headers_mut();
+        h.insert(X_KAWAL_ERROR, HeaderValue::from_static(self.kind()));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(secs) = retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.closes_connection() {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn circuit_open_is_503_with_retry_after_and_json_naming_the_upstream() {
+        let err = ProxyError::CircuitOpen {
+            upstream: "payment".into(),
+            retry_after: Duration::from_millis(1500),
+        };
+        let res = err.to_response("4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(res.status(), 503);
+        assert_eq!(res.headers()["x-kawal-error"], "circuit_open");
+        assert_eq!(res.headers()["retry-after"], "2");
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"], "circuit_open");
+        assert_eq!(json["upstream"], "payment");
+        assert_eq!(json["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+
+    #[test]
+    fn framing_errors_close_the_connection() {
+        let res = ProxyError::BadRequest("x".into()).to_response("t");
+        assert_eq!(res.headers()["connection"], "close");
+        let res = ProxyError::RouteNotFound("x".into()).to_response("t");
+        assert!(res.headers().get("connection").is_none());
+    }
+}

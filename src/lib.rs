@@ -1,0 +1,214 @@
+//! kawal: a sidecar reverse proxy.
+//!
+//! [`start`] binds the configured listeners (inbound, outbound, admin) and
+//! serves them until [`Kawal::shutdown`]; `main.rs` adds only argument
+//! parsing, logging setup and signal handling. Tests call [`start`] with
+//! `127.0.0.1:0` listeners and an in-memory log sink.
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod log;
+pub mod metrics;
+pub mod proxy;
+pub mod resilience;
+pub mod server;
+pub mod trace;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::{Config, LogLevel};
+use crate::log::Sink;
+use crate::metrics::Metrics;
+use crate::proxy::inbound::Inbound;
+use crate::proxy::outbound::{Outbound, Route};
+use crate::proxy::upstream::{Upstream, UpstreamSettings};
+use crate::proxy::Shared;
+
+/// A running kawal: its bound addresses and the handle to stop it.
+pub struct Kawal {
+    /// Bound inbound address, if inbound is configured.
+    pub inbound: Option<SocketAddr>,
+    /// Bound outbound address, if outbound is configured.
+    pub outbound: Option<SocketAddr>,
+    /// Bound admin address.
+    pub admin: SocketAddr,
+    admin_state: Arc<admin::Admin>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+/// Why kawal could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} ({listener}): {source}")]
+pub struct StartError {
+    listener: &'static str,
+    addr: SocketAddr,
+    source: std::io::Error,
+}
+
+async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError {
+        listener,
+        addr,
+        source,
+    })
+}
+
+/// Binds every configured listener and starts serving.
+pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
+    let metrics = Metrics::default();
+    let shared = Arc::new(Shared {
+        service: cfg.service.name.as_str().into(),
+        limits: cfg.limits.clone(),
+        access_log: (cfg.log.level >= LogLevel::Info).then(|| sink.clone()),
+    });
+    let grace = cfg.service.shutdown_grace.0;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let mut upstreams = Vec::new();
+
+    // Bind everything first, so a port clash fails before anything is served.
+    let inbound_listener = match &cfg.inbound {
+        Some(i) => Some(bind("inbound", i.listen.0).await?),
+        None => None,
+    };
+    let outbound_listener = match &cfg.outbound {
+        Some(o) => Some(bind("outbound", o.listen.0).await?),
+        None => None,
+    };
+    let admin_listener = bind("admin", cfg.admin.listen.0).await?;
+    let local = |l: &TcpListener| l.local_addr().ok();
+    let inbound_addr = inbound_listener.as_ref().and_then(local);
+    let outbound_addr = outbound_listener.as_ref().and_then(local);
+    let admin_addr = local(&admin_listener).unwrap_or(cfg.admin.listen.0);
+
+    if let (Some(listener), Some(icfg)) = (inbound_listener, &cfg.inbound) {
+        let app = Upstream::new(UpstreamSettings {
+            name: "app".into(),
+            endpoints: vec![icfg.app.clone()],
+            protocol: icfg.app_protocol,
+            connect_timeout: icfg.connect_timeout.0,
+            timeout: icfg.timeout.0,
+            resolve_interval: std::time::Duration::from_secs(5),
+        })
+        .await;
+        let inbound = Arc::new(Inbound {
+            shared: shared.clone(),
+            metrics: metrics.route("inbound", "app"),
+            app,
+        });
+        let open = metrics.connections("inbound");
+        let builder = server::http_builder(&cfg.limits);
+        let rx = shutdown_rx.clone();
+        tasks.spawn(async move {
+            let handler = move |req, peer| inbound.clone().handle(req, peer);
+            server::serve("inbound", listener, builder, handler, rx, grace, open).await;
+        });
+    }
+
+    if let (Some(listener), Some(ocfg)) = (outbound_listener, &cfg.outbound) {
+        let mut routes = HashMap::new();
+        let mut by_name = HashMap::new();
+        for (name, u) in &cfg.upstreams {
+            let upstream = Upstream::new(UpstreamSettings {
+                name: name.as_str().into(),
+                endpoints: u.endpoints.clone(),
+                protocol: u.protocol,
+                connect_timeout: u.connect_timeout.0,
+                timeout: u.timeout.0,
+                resolve_interval: u.resolve_interval.0,
+            })
+            .await;
+            if upstream.needs_resolving() {
+                let resolver = upstream.spawn_resolver();
+                let mut rx = shutdown_rx.clone();
+                tasks.spawn(async move {
+                    let _ = rx.changed().await;
+                    resolver.abort();
+                });
+            }
+            let route = Arc::new(Route {
+                metrics: metrics.route("outbound", name),
+                upstream: upstream.clone(),
+            });
+            for host in std::iter::once(name).chain(&u.hosts) {
+                routes.insert(host.to_ascii_lowercase(), route.clone());
+            }
+            by_name.insert(name.clone(), route);
+            upstreams.push(upstream);
+        }
+        let outbound = Arc::new(Outbound {
+            shared: shared.clone(),
+            default_route: ocfg
+                .default_upstream
+                .as_ref()
+                .and_then(|n| by_name.get(n).cloned()),
+            routes,
+            unrouted: metrics.route("outbound", ""),
+        });
+        let open = metrics.connections("outbound");
+        let builder = server::http_builder(&cfg.limits);
+        let rx = shutdown_rx.clone();
+        tasks.spawn(async move {
+            let handler = move |req, peer| outbound.clone().handle(req, peer);
+            server::serve("outbound", listener, builder, handler, rx, grace, open).await;
+        });
+    }
+
+    let open = metrics.connections("admin");
+    let admin_state = Arc::new(admin::Admin {
+        metrics: Arc::new(metrics),
+        ready: AtomicBool::new(true),
+        upstreams,
+        sink,
+    });
+    {
+        let state = admin_state.clone();
+        let builder = server::http_builder(&cfg.limits);
+        let rx = shutdown_rx.clone();
+        tasks.spawn(async move {
+            let handler = move |req, peer| state.clone().handle(req, peer);
+            server::serve("admin", admin_listener, builder, handler, rx, grace, open).await;
+        });
+    }
+
+    let show = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(
+        inbound = %show(inbound_addr),
+        outbound = %show(outbound_addr),
+        admin = %admin_addr,
+        "kawal started"
+    );
+    Ok(Kawal {
+        inbound: inbound_addr,
+        outbound: outbound_addr,
+        admin: admin_addr,
+        admin_state,
+        shutdown,
+        tasks,
+    })
+}
+
+impl Kawal {
+    /// Stops accepting, lets in-flight requests finish (up to the grace
+    /// period), and returns when every listener is closed.
+    pub async fn shutdown(mut self) {
+        self.admin_state.ready.store(false, Ordering::Release);
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        tracing::info!("kawal stopped");
+    }
+}

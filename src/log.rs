@@ -1,0 +1,218 @@
+//! JSON logs on stdout: process events (through `tracing`) and one access
+//! log line per request (written directly, it is on the hot path).
+//!
+//! Both go through one non-blocking writer: a background thread owns stdout,
+//! so a slow terminal or pipe never stalls a request (lines are dropped and
+//! counted instead, see `kawal_log_lines_dropped_total`).
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
+use tracing_subscriber::fmt::{format::Writer, FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::config::{LogFormat, LogLevel};
+
+/// Where log lines go.
+#[derive(Clone)]
+pub enum Sink {
+    /// The non-blocking stdout writer.
+    Stdout(NonBlocking),
+    /// An in-memory buffer, for tests.
+    Memory(Arc<Mutex<Vec<u8>>>),
+}
+
+impl Sink {
+    /// Creates the stdout sink; keep the guard alive until exit (it flushes).
+    pub fn stdout() -> (Sink, WorkerGuard) {
+        let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+        (Sink::Stdout(writer), guard)
+    }
+
+    /// Writes one complete line.
+    pub fn write_line(&self, line: &[u8]) {
+        match self {
+            Sink::Stdout(w) => {
+                let _ = w.clone().write_all(line);
+            }
+            Sink::Memory(buf) => buf
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(line),
+        }
+    }
+
+    /// Lines dropped because the writer thread fell behind.
+    pub fn dropped(&self) -> u64 {
+        match self {
+            Sink::Stdout(w) => w.error_counter().dropped_lines() as u64,
+            Sink::Memory(_) => 0,
+        }
+    }
+}
+
+/// Installs the process-event subscriber (once, in `main`).
+pub fn init(sink: &Sink, level: LogLevel, format: LogFormat, service: &str) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<tracing_subscriber::EnvFilter>().ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(level_str(level)));
+    let Sink::Stdout(writer) = sink.clone() else {
+        return;
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    let _ = match format {
+        LogFormat::Json => builder
+            .event_format(JsonEvent {
+                service: service.to_string(),
+            })
+            .try_init(),
+        LogFormat::Text => builder.with_target(false).try_init(),
+    };
+}
+
+fn level_str(level: LogLevel) -> &'static str {
+    match level {
+        LogLevel::Error => "error",
+        LogLevel::Warn => "warn",
+        LogLevel::Info => "info",
+        LogLevel::Debug => "debug",
+        LogLevel::Trace => "trace",
+    }
+}
+
+/// Formats a process event as one flat JSON object with the same top-level
+/// fields as the access log (timestamp, level, serviceName, message, ...).
+struct JsonEvent {
+    service: String,
+}
+
+impl<S, N> FormatEvent<S, N> for JsonEvent
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let mut obj = serde_json::Map::new();
+        obj.insert("timestamp".into(), timestamp().into());
+        obj.insert(
+            "level".into(),
+            event.metadata().level().as_str().to_ascii_lowercase().into(),
+        );
+        obj.insert("serviceName".into(), self.service.as_str().into());
+        obj.insert("target".into(), event.metadata().target().into());
+        event.record(&mut JsonFields(&mut obj));
+        writeln!(w, "{}", serde_json::Value::Object(obj))
+    }
+}
+
+struct JsonFields<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+
+impl Visit for JsonFields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().into(), format!("{value:?}").into());
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+}
+
+fn timestamp() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// One access log line (ARCHITECTURE.md, "Access log"). Only the path is
+/// logged, never the query string, headers or bodies: they may carry secrets.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessLine<'a> {
+    /// RFC 3339 UTC, milliseconds.
+    pub timestamp: String,
+    /// Always `info`.
+    pub level: &'static str,
+    /// `[service] name`.
+    pub service_name: &'a str,
+    /// W3C trace id, 32 hex.
+    pub trace_id: String,
+    /// kawal's own span id for this request, 16 hex.
+    pub span_id: String,
+    /// The caller's span id, when the trace was continued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_span_id: Option<String>,
+    /// `inbound` or `outbound`.
+    pub direction: &'static str,
+    /// Request method.
+    pub method: &'a str,
+    /// Normalized path, without query.
+    pub path: &'a str,
+    /// Status sent to the client.
+    pub status_code: u16,
+    /// From request head to the end of the response body, milliseconds.
+    pub duration: f64,
+    /// Upstream name, when routed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<&'a str>,
+    /// Upstream attempts made (0: answered by kawal itself).
+    pub attempts: u32,
+    /// Verified user (JWT `sub`) or peer identity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<&'a str>,
+    /// Verified peer identity (mTLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_identity: Option<&'a str>,
+    /// Request body bytes received.
+    pub bytes_in: u64,
+    /// Response body bytes sent.
+    pub bytes_out: u64,
+    /// Error kind, when kawal answered for the upstream or the exchange broke.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a str>,
+    /// Human-readable cause of `error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_detail: Option<&'a str>,
+}
+
+impl AccessLine<'_> {
+    /// Serializes the line and hands it to the sink.
+    pub fn write(&self, sink: &Sink) {
+        let mut buf = Vec::with_capacity(512);
+        if serde_json::to_writer(&mut buf, self).is_ok() {
+            buf.push(b'\n');
+            sink.write_line(&buf);
+        }
+    }
+}
+
+/// Milliseconds with microsecond precision, as the `duration` field wants.
+pub fn millis(d: Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
+}
+
+/// RFC 3339 UTC timestamp of now.
+pub fn now_rfc3339() -> String {
+    timestamp()
+}

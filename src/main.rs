@@ -1,0 +1,74 @@
+//! `kawal --config FILE` runs the sidecar; `kawal check FILE` validates a
+//! config (exit 0, or every problem on stderr and exit 2).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use kawal::config::Config;
+
+const USAGE: &str = "usage: kawal --config FILE | kawal check FILE";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (path, check_only) = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["--config", path] | ["-c", path] => (PathBuf::from(path), false),
+        ["check", path] => (PathBuf::from(path), true),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let cfg = match Config::load(&path) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if check_only {
+        println!("{}: ok", path.display());
+        return ExitCode::SUCCESS;
+    }
+
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cfg.service.worker_threads {
+        rt.worker_threads(n);
+    }
+    let rt = match rt.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (sink, _flush_on_exit) = kawal::log::Sink::stdout();
+    kawal::log::init(&sink, cfg.log.level, cfg.log.format, &cfg.service.name);
+    rt.block_on(async {
+        let kawal = match kawal::start(cfg, sink).await {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::error!(error = %e, "kawal could not start");
+                return ExitCode::FAILURE;
+            }
+        };
+        shutdown_signal().await;
+        tracing::info!("shutdown signal received, draining");
+        kawal.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

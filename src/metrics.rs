@@ -1,0 +1,160 @@
+//! Prometheus metrics, served as text on the admin port.
+//!
+//! The request path never looks a metric up by label: each route gets its
+//! handles once, at startup ([`Metrics::route`]), so recording a request is a
+//! few atomic adds.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    direction: &'static str,
+    upstream: String,
+    status_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// All of kawal's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    connections: Family<ListenerLabels, Gauge>,
+    log_dropped: Gauge<u64, AtomicU64>,
+}
+
+/// Pre-made handles for one (direction, upstream): index by status class.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    by_class: Arc<[(Counter, Histogram); 5]>,
+}
+
+impl RouteMetrics {
+    /// Counts one finished request.
+    pub fn record(&self, status: u16, elapsed: Duration) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        let (count, latency) = &self.by_class[class];
+        count.inc();
+        latency.observe(elapsed.as_secs_f64());
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs .. ~13 s: a sidecar hop is sub-millisecond, upstreams are not.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0001, 2.0, 18,
+    ))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("kawal");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency =
+            Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        let connections = Family::<ListenerLabels, Gauge>::default();
+        let log_dropped = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "requests",
+            "Requests by direction, upstream and status class",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Request duration, head to end of response body",
+            latency.clone(),
+        );
+        registry.register(
+            "open_connections",
+            "Open client connections per listener",
+            connections.clone(),
+        );
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because stdout fell behind",
+            log_dropped.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            connections,
+            log_dropped,
+        }
+    }
+}
+
+impl Metrics {
+    /// The handles for requests of `direction` to `upstream`.
+    pub fn route(&self, direction: &'static str, upstream: &str) -> RouteMetrics {
+        let by_class = CLASSES.map(|status_class| {
+            let labels = RequestLabels {
+                direction,
+                upstream: upstream.to_string(),
+                status_class,
+            };
+            (
+                self.requests.get_or_create_owned(&labels),
+                self.latency.get_or_create_owned(&labels),
+            )
+        });
+        RouteMetrics {
+            by_class: Arc::new(by_class),
+        }
+    }
+
+    /// The open-connections gauge of a listener.
+    pub fn connections(&self, listener: &'static str) -> Gauge {
+        self.connections.get_or_create_owned(&ListenerLabels { listener })
+    }
+
+    /// The registry, for metrics other modules register.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self, log_dropped: u64) -> String {
+        self.log_dropped.set(log_dropped);
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_by_status_class() {
+        let m = Metrics::default();
+        let r = m.route("outbound", "payment");
+        r.record(200, Duration::from_millis(3));
+        r.record(503, Duration::from_millis(3));
+        r.record(503, Duration::from_millis(3));
+        let text = m.render(0);
+        assert!(
+            text.contains(
+                r#"kawal_requests_total{direction="outbound",upstream="payment",status_class="5xx"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"status_class="2xx"} 1"#), "{text}");
+    }
+}

@@ -1,0 +1,561 @@
+//! Proxy header hygiene and request-smuggling checks.
+//!
+//! - [`check_request_framing`] refuses any request whose body length two
+//!   parsers could read differently (RFC 9112 §6.1, §6.3): that disagreement
+//!   between kawal and the next hop is what request smuggling exploits.
+//! - [`check_authority`] picks the one authority used for routing and for the
+//!   Host the next hop sees.
+//! - [`strip_hop_by_hop`] removes the headers that describe one connection and
+//!   must not be forwarded (RFC 9110 §7.6.1).
+//! - [`strip_kawal_identity`] and [`append_forwarded_for`] keep the headers
+//!   kawal hands to the app trustworthy.
+//!
+//! The names kawal itself reads or writes are constants here, so that a typo
+//! cannot make two modules disagree.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use http::header::{
+    CONNECTION, CONTENT_LENGTH, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
+};
+use http::uri::Authority;
+use http::{HeaderMap, HeaderName, HeaderValue, Uri, Version};
+
+/// `x-kawal-error`: the kind of an error kawal itself produced.
+pub const X_KAWAL_ERROR: HeaderName = HeaderName::from_static("x-kawal-error");
+/// `x-trace-id`: the trace id, on responses, so a caller can quote it.
+pub const X_TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
+/// `traceparent` (W3C Trace Context).
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// `tracestate` (W3C Trace Context), passed through untouched.
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+/// `x-forwarded-for`: the chain of client addresses.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `x-forwarded-proto`: the scheme the client used.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `x-forwarded-host`: the Host the client used.
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `idempotency-key`: marks a request as safe to deduplicate or retry.
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// `x-kawal-peer-identity`: the verified mTLS peer, set by kawal only.
+pub const X_KAWAL_PEER_IDENTITY: HeaderName = HeaderName::from_static("x-kawal-peer-identity");
+/// `x-kawal-user`: the verified user, set by kawal only.
+pub const X_KAWAL_USER: HeaderName = HeaderName::from_static("x-kawal-user");
+
+/// `keep-alive`, `proxy-connection` and `http2-settings` have no constant in
+/// `http`; they are hop-by-hop all the same.
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
+/// Why a request head was refused; the `Display` text goes into the 400 body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FramingError {
+    /// Both Content-Length and Transfer-Encoding are present.
+    ContentLengthWithTransferEncoding,
+    /// More than one Content-Length header.
+    DuplicateContentLength,
+    /// A Content-Length that is not a plain decimal number.
+    InvalidContentLength,
+    /// More than one Transfer-Encoding header.
+    DuplicateTransferEncoding,
+    /// A Transfer-Encoding other than exactly `chunked`.
+    UnsupportedTransferEncoding,
+    /// Transfer-Encoding in an HTTP/1.0 request, whose framing is then faulty
+    /// (RFC 9112 §6.1).
+    TransferEncodingInHttp10,
+    /// An HTTP/1.1 request without Host.
+    MissingHost,
+    /// More than one Host header.
+    DuplicateHost,
+    /// An empty Host header.
+    EmptyHost,
+    /// A Host or authority that does not parse as `host[:port]`.
+    InvalidHost,
+    /// An authority with `user@` in it.
+    UserinfoInAuthority,
+    /// The request target's authority and the Host header disagree.
+    AuthorityMismatch,
+}
+
+impl fmt::Display for FramingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FramingError::ContentLengthWithTransferEncoding => {
+                "both Content-Length and Transfer-Encoding are present"
+            }
+            FramingError::DuplicateContentLength => "more than one Content-Length header",
+            FramingError::InvalidContentLength => "Content-Length is not a decimal number",
+            FramingError::DuplicateTransferEncoding => "more than one Transfer-Encoding header",
+            FramingError::UnsupportedTransferEncoding => "Transfer-Encoding must be exactly chunked",
+            FramingError::TransferEncodingInHttp10 => "Transfer-Encoding is not allowed in HTTP/1.0",
+            FramingError::MissingHost => "Host header is missing",
+            FramingError::DuplicateHost => "more than one Host header",
+            FramingError::EmptyHost => "Host header is empty",
+            FramingError::InvalidHost => "Host is not a valid host[:port]",
+            FramingError::UserinfoInAuthority => "authority must not contain user information",
+            FramingError::AuthorityMismatch => "request target authority and Host header disagree",
+        })
+    }
+}
+
+impl std::error::Error for FramingError {}
+
+/// Removes hop-by-hop headers: the fixed list of RFC 9110 §7.6.1 plus every
+/// header named in a `Connection` value. Names in `Connection` that are not
+/// valid header names are ignored.
+///
+/// The caller must add its own headers (Host, traceparent, identity) after
+/// this, since a client may name any header in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Collect first: the map cannot be changed while `Connection` is borrowed.
+    // An empty Vec does not allocate, so the usual request pays nothing here.
+    let mut named = Vec::new();
+    for value in headers.get_all(CONNECTION) {
+        for token in value.as_bytes().split(|b| *b == b',') {
+            if let Ok(name) = HeaderName::from_bytes(token.trim_ascii()) {
+                named.push(name);
+            }
+        }
+    }
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        CONNECTION,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        PROXY_AUTHENTICATE,
+        PROXY_AUTHORIZATION,
+        TE,
+        TRAILER,
+        TRANSFER_ENCODING,
+        UPGRADE,
+        HTTP2_SETTINGS,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Refuses request heads whose body framing is ambiguous, and (for HTTP/1.x)
+/// a missing, repeated or empty Host. HTTP/2 Host checks are in
+/// [`check_authority`].
+pub fn check_request_framing(version: Version, headers: &HeaderMap) -> Result<(), FramingError> {
+    let mut cl = headers.get_all(CONTENT_LENGTH).iter();
+    let mut te = headers.get_all(TRANSFER_ENCODING).iter();
+    let (first_cl, first_te) = (cl.next(), te.next());
+    if first_cl.is_some() && first_te.is_some() {
+        return Err(FramingError::ContentLengthWithTransferEncoding);
+    }
+    if let Some(value) = first_cl {
+        if cl.next().is_some() {
+            return Err(FramingError::DuplicateContentLength);
+        }
+        // Digits only: no sign, no spaces, no comma list such as "5, 5".
+        let digits = value.as_bytes();
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return Err(FramingError::InvalidContentLength);
+        }
+    }
+    if let Some(value) = first_te {
+        if version == Version::HTTP_10 || version == Version::HTTP_09 {
+            return Err(FramingError::TransferEncodingInHttp10);
+        }
+        if te.next().is_some() {
+            return Err(FramingError::DuplicateTransferEncoding);
+        }
+        // Trim only OWS (space, tab), as HTTP parsers do around field values.
+        let coding = value.as_bytes().trim_ascii();
+        if !coding.eq_ignore_ascii_case(b"chunked") {
+            return Err(FramingError::UnsupportedTransferEncoding);
+        }
+    }
+    if version < Version::HTTP_2 {
+        let mut hosts = headers.get_all(HOST).iter();
+        match (hosts.next(), hosts.next()) {
+            (None, _) if version == Version::HTTP_11 => return Err(FramingError::MissingHost),
+            (Some(_), Some(_)) => return Err(FramingError::DuplicateHost),
+            (Some(host), None) if host.as_bytes().trim_ascii().is_empty() => {
+                return Err(FramingError::EmptyHost);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Returns the one authority to route on and forward as Host: the request
+/// target's authority when it has one (absolute-form in HTTP/1.1, or
+/// `:authority` in HTTP/2), else the Host header; `None` when neither exists.
+///
+/// If both exist they must agree (ASCII case-insensitively). RFC 9112 §3.2.2
+/// lets HTTP/1.1 absolute-form override Host, but a request whose two names
+/// disagree is refused here rather than guessed at, for every version.
+pub fn check_authority(
+    version: Version,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Option<Authority>, FramingError> {
+    let mut hosts = headers.get_all(HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(FramingError::DuplicateHost);
+    }
+    let authority = match (uri.authority(), host) {
+        // HTTP/1.1 absolute-form: the target's authority wins and Host is
+        // ignored (RFC 9112 §3.2.2); the caller forwards that one authority.
+        // HTTP/2: `:authority` and `host` must agree (RFC 9113 §8.3.1).
+        (Some(authority), Some(host)) => {
+            if version == Version::HTTP_2
+                && !authority
+                    .as_str()
+                    .as_bytes()
+                    .eq_ignore_ascii_case(host.as_bytes())
+            {
+                return Err(FramingError::AuthorityMismatch);
+            }
+            authority.clone()
+        }
+        (Some(authority), None) => authority.clone(),
+        (None, Some(host)) => {
+            if host.is_empty() {
+                return Err(FramingError::EmptyHost);
+            }
+            Authority::try_from(host.as_bytes()).map_err(|_| FramingError::InvalidHost)?
+        }
+        (None, None) => return Ok(None),
+    };
+    if authority.as_str().contains('@') {
+        return Err(FramingError::UserinfoInAuthority);
+    }
+    // `Authority` accepts a port it cannot read ("a:99999", "a:80x", "a:");
+    // such a port would route one way here and another way elsewhere.
+    let has_port = authority.as_str().len() != authority.host().len();
+    if authority.host().is_empty() || (has_port && authority.port_u16().is_none()) {
+        return Err(FramingError::InvalidHost);
+    }
+    Ok(Some(authority))
+}
+
+/// Appends `client_ip` to X-Forwarded-For (`existing, ip`), or sets it. Several
+/// incoming X-Forwarded-For headers are folded into one, in order.
+pub fn append_forwarded_for(headers: &mut HeaderMap, client_ip: IpAddr) {
+    let ip = client_ip.to_string();
+    let mut value = Vec::new();
+    for existing in headers.get_all(X_FORWARDED_FOR) {
+        value.extend_from_slice(existing.as_bytes());
+        value.extend_from_slice(b", ");
+    }
+    value.extend_from_slice(ip.as_bytes());
+    // Existing values are valid header bytes and so is the IP text, so the
+    // fallback (the IP alone) is only there to avoid a panic path.
+    let value = HeaderValue::from_bytes(&value)
+        .or_else(|_| HeaderValue::from_str(&ip))
+        .unwrap_or_else(|_| HeaderValue::from_static(""));
+    headers.insert(X_FORWARDED_FOR, value);
+}
+
+/// Removes the identity headers only kawal may set, so no caller can forge them.
+pub fn strip_kawal_identity(headers: &mut HeaderMap) {
+    headers.remove(X_KAWAL_PEER_IDENTITY);
+    headers.remove(X_KAWAL_USER);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn names(h: &HeaderMap) -> Vec<&str> {
+        let mut v: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn strips_fixed_hop_by_hop_headers() {
+        let mut h = map(&[
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authenticate", "Basic"),
+            ("proxy-authorization", "Basic eA=="),
+            ("te", "trailers"),
+            ("trailer", "x-checksum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("http2-settings", "AAMAAABkAAQAAP__"),
+            ("content-type", "text/plain"),
+            ("authorization", "Bearer x"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(names(&h), ["authorization", "content-type"]);
+    }
+
+    #[test]
+    fn strips_headers_named_in_connection() {
+        let mut h = map(&[("connection", "close, X-Foo"), ("x-foo", "1"), ("x-bar", "2")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(names(&h), ["x-bar"]);
+
+        let mut h = map(&[
+            ("connection", " X-A ,,\tx-b"),
+            ("connection", "X-C"),
+            ("connection", "bad name, (nope)"),
+            ("x-a", "1"),
+            ("x-b", "2"),
+            ("x-b", "2 again"),
+            ("x-c", "3"),
+            ("x-d", "4"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(names(&h), ["x-d"]);
+    }
+
+    #[test]
+    fn strip_leaves_clean_headers_alone() {
+        let mut h = map(&[("host", "a"), ("content-length", "3")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(names(&h), ["content-length", "host"]);
+        strip_hop_by_hop(&mut HeaderMap::new());
+    }
+
+    #[test]
+    fn framing_accepts_normal_requests() {
+        let v11 = Version::HTTP_11;
+        assert_eq!(check_request_framing(v11, &map(&[("host", "a")])), Ok(()));
+        let cl = map(&[("host", "a"), ("content-length", "0")]);
+        assert_eq!(check_request_framing(v11, &cl), Ok(()));
+        for te in ["chunked", "Chunked", "CHUNKED", " chunked\t"] {
+            let h = map(&[("host", "a"), ("transfer-encoding", te)]);
+            assert_eq!(check_request_framing(v11, &h), Ok(()), "{te:?}");
+        }
+        // HTTP/1.0 may omit Host; HTTP/2 Host is checked by check_authority.
+        assert_eq!(check_request_framing(Version::HTTP_10, &HeaderMap::new()), Ok(()));
+        assert_eq!(check_request_framing(Version::HTTP_2, &HeaderMap::new()), Ok(()));
+        let two = map(&[("host", "a"), ("host", "b")]);
+        assert_eq!(check_request_framing(Version::HTTP_2, &two), Ok(()));
+    }
+
+    #[test]
+    fn framing_rejects_smuggling() {
+        use FramingError::*;
+        let cases: &[(&[(&str, &str)], FramingError)] = &[
+            (
+                &[("content-length", "5"), ("transfer-encoding", "chunked")],
+                ContentLengthWithTransferEncoding,
+            ),
+            (
+                &[("content-length", "5"), ("content-length", "5")],
+                DuplicateContentLength,
+            ),
+            (&[("content-length", "+5")], InvalidContentLength),
+            (&[("content-length", "-1")], InvalidContentLength),
+            (&[("content-length", "5, 5")], InvalidContentLength),
+            (&[("content-length", "0x5")], InvalidContentLength),
+            (&[("content-length", "")], InvalidContentLength),
+            (&[("content-length", " 5")], InvalidContentLength),
+            (
+                &[("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")],
+                DuplicateTransferEncoding,
+            ),
+            (
+                &[("transfer-encoding", "gzip, chunked")],
+                UnsupportedTransferEncoding,
+            ),
+            (
+                &[("transfer-encoding", "chunked, identity")],
+                UnsupportedTransferEncoding,
+            ),
+            (&[("transfer-encoding", "xchunked")], UnsupportedTransferEncoding),
+            (
+                &[("transfer-encoding", "chunked;x=1")],
+                UnsupportedTransferEncoding,
+            ),
+            (&[("transfer-encoding", "identity")], UnsupportedTransferEncoding),
+            (&[("transfer-encoding", "")], UnsupportedTransferEncoding),
+        ];
+        for (pairs, want) in cases {
+            let mut h = map(pairs);
+            h.append(HOST, HeaderValue::from_static("a"));
+            for v in [Version::HTTP_11, Version::HTTP_2] {
+                assert_eq!(check_request_framing(v, &h), Err(*want), "{pairs:?} {v:?}");
+            }
+        }
+        let te10 = map(&[("transfer-encoding", "chunked")]);
+        assert_eq!(
+            check_request_framing(Version::HTTP_10, &te10),
+            Err(TransferEncodingInHttp10)
+        );
+    }
+
+    #[test]
+    fn framing_checks_host_for_http1() {
+        use FramingError::*;
+        let v11 = Version::HTTP_11;
+        assert_eq!(check_request_framing(v11, &HeaderMap::new()), Err(MissingHost));
+        assert_eq!(
+            check_request_framing(v11, &map(&[("host", "a"), ("host", "a")])),
+            Err(DuplicateHost)
+        );
+        assert_eq!(check_request_framing(v11, &map(&[("host", "")])), Err(EmptyHost));
+        assert_eq!(check_request_framing(v11, &map(&[("host", " ")])), Err(EmptyHost));
+        let v10 = Version::HTTP_10;
+        assert_eq!(
+            check_request_framing(v10, &map(&[("host", "a"), ("host", "b")])),
+            Err(DuplicateHost)
+        );
+    }
+
+    #[test]
+    fn authority_from_host_or_target() {
+        let origin: Uri = "/x".parse().unwrap();
+        let got = check_authority(Version::HTTP_11, &origin, &map(&[("host", "api.local:8080")])).unwrap();
+        assert_eq!(got.unwrap().as_str(), "api.local:8080");
+        assert_eq!(
+            check_authority(Version::HTTP_11, &origin, &HeaderMap::new()),
+            Ok(None)
+        );
+
+        let absolute: Uri = "http://Api.Local/x".parse().unwrap();
+        let got = check_authority(Version::HTTP_11, &absolute, &HeaderMap::new())
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.as_str(), "Api.Local");
+        let same = map(&[("host", "api.local")]);
+        assert_eq!(
+            check_authority(Version::HTTP_11, &absolute, &same)
+                .unwrap()
+                .unwrap(),
+            "api.local"
+        );
+    }
+
+    #[test]
+    fn authority_rejects_bad_input() {
+        use FramingError::*;
+        let origin: Uri = "/x".parse().unwrap();
+        let absolute: Uri = "http://a.local/x".parse().unwrap();
+        let disagree = map(&[("host", "b.local")]);
+        assert_eq!(
+            check_authority(Version::HTTP_2, &absolute, &disagree),
+            Err(AuthorityMismatch)
+        );
+        // HTTP/1.1 absolute-form: the target's authority wins over Host.
+        assert_eq!(
+            check_authority(Version::HTTP_11, &absolute, &disagree)
+                .unwrap()
+                .unwrap(),
+            "a.local"
+        );
+        let two = map(&[("host", "a.local"), ("host", "a.local")]);
+        assert_eq!(
+            check_authority(Version::HTTP_11, &origin, &two),
+            Err(DuplicateHost)
+        );
+        assert_eq!(
+            check_authority(Version::HTTP_11, &origin, &map(&[("host", "")])),
+            Err(EmptyHost)
+        );
+        for bad in ["a b", "a/b", "a.local:99999x", "a:99999", "a:", "[::1", ":80"] {
+            assert_eq!(
+                check_authority(Version::HTTP_11, &origin, &map(&[("host", bad)])),
+                Err(InvalidHost),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            check_authority(Version::HTTP_11, &origin, &map(&[("host", ":80")])),
+            Err(InvalidHost)
+        );
+        let userinfo = map(&[("host", "user@a.local")]);
+        assert_eq!(
+            check_authority(Version::HTTP_11, &origin, &userinfo),
+            Err(UserinfoInAuthority)
+        );
+        let with_user: Uri = "http://user:pw@a.local/x".parse().unwrap();
+        assert_eq!(
+            check_authority(Version::HTTP_11, &with_user, &HeaderMap::new()),
+            Err(UserinfoInAuthority)
+        );
+    }
+
+    #[test]
+    fn h2_authority_and_host() {
+        // hyper turns an HTTP/2 :authority into the URI's authority.
+        let uri: Uri = "https://orders.svc:8443/x".parse().unwrap();
+        assert_eq!(
+            check_authority(Version::HTTP_2, &uri, &HeaderMap::new())
+                .unwrap()
+                .unwrap(),
+            "orders.svc:8443"
+        );
+        let same = map(&[("host", "ORDERS.svc:8443")]);
+        assert!(check_authority(Version::HTTP_2, &uri, &same).is_ok());
+        let other = map(&[("host", "evil.svc")]);
+        assert_eq!(
+            check_authority(Version::HTTP_2, &uri, &other),
+            Err(FramingError::AuthorityMismatch)
+        );
+    }
+
+    #[test]
+    fn forwarded_for() {
+        let ip: IpAddr = "10.0.0.7".parse().unwrap();
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, ip);
+        assert_eq!(h[X_FORWARDED_FOR], "10.0.0.7");
+        append_forwarded_for(&mut h, "::1".parse().unwrap());
+        assert_eq!(h[X_FORWARDED_FOR], "10.0.0.7, ::1");
+
+        let mut h = map(&[
+            ("x-forwarded-for", "1.1.1.1, 2.2.2.2"),
+            ("x-forwarded-for", "3.3.3.3"),
+        ]);
+        append_forwarded_for(&mut h, ip);
+        assert_eq!(h.get_all(X_FORWARDED_FOR).iter().count(), 1);
+        assert_eq!(h[X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.7");
+    }
+
+    #[test]
+    fn strips_forged_identity() {
+        let mut h = map(&[
+            ("x-kawal-peer-identity", "spiffe://evil"),
+            ("x-kawal-peer-identity", "again"),
+            ("X-Kawal-User", "admin"),
+            ("x-other", "kept"),
+        ]);
+        strip_kawal_identity(&mut h);
+        assert_eq!(names(&h), ["x-other"]);
+    }
+
+    #[test]
+    fn constants_are_lowercase_names() {
+        for (name, want) in [
+            (X_KAWAL_ERROR, "x-kawal-error"),
+            (X_TRACE_ID, "x-trace-id"),
+            (TRACEPARENT, "traceparent"),
+            (TRACESTATE, "tracestate"),
+            (X_FORWARDED_FOR, "x-forwarded-for"),
+            (X_FORWARDED_PROTO, "x-forwarded-proto"),
+            (X_FORWARDED_HOST, "x-forwarded-host"),
+            (IDEMPOTENCY_KEY, "idempotency-key"),
+            (X_KAWAL_PEER_IDENTITY, "x-kawal-peer-identity"),
+            (X_KAWAL_USER, "x-kawal-user"),
+        ] {
+            assert_eq!(name.as_str(), want);
+        }
+    }
+}

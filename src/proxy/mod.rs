@@ -1,0 +1,329 @@
+//! The two request paths and the steps they share.
+//!
+//! `inbound::handle` and `outbound::handle` each read top to bottom as the
+//! list of steps one request goes through. The steps themselves (checking
+//! the request head, rewriting it for the next hop, answering and logging)
+//! live here because both directions take them the same way.
+
+pub mod headers;
+pub mod inbound;
+pub mod outbound;
+pub mod path;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Method, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::body::{BoxBody, BoxError, ByteCount, GuardedBody};
+use crate::config::Limits;
+use crate::error::ProxyError;
+use crate::log::{AccessLine, Sink};
+use crate::metrics::RouteMetrics;
+use crate::trace::RequestTrace;
+
+/// What both directions need from the process: limits, log, service name.
+pub struct Shared {
+    /// `[service] name`.
+    pub service: Arc<str>,
+    /// Listener limits.
+    pub limits: Limits,
+    /// Access log sink; `None` when the level is above `info`.
+    pub access_log: Option<Sink>,
+}
+
+/// Which way a request flows; used in logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From another service to the local app.
+    Inbound,
+    /// From the local app to another service.
+    Outbound,
+}
+
+impl Direction {
+    /// `inbound` or `outbound`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// Step: check a request head against the limits and the smuggling rules.
+/// Returns the request target with its path normalized, the one spelling used
+/// for routing, policy, logs and forwarding alike.
+pub fn check_head(parts: &Parts, limits: &Limits) -> Result<Uri, ProxyError> {
+    if parts.method == Method::CONNECT {
+        return Err(ProxyError::MethodNotAllowed(Method::CONNECT));
+    }
+    let target_len = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target_len as u64 > limits.max_uri.0 {
+        return Err(ProxyError::UriTooLong(limits.max_uri.0 as usize));
+    }
+    // HTTP/1.1 heads are capped by hyper (max_request_head, max_headers); the
+    // same caps hold for HTTP/2, and one header's size for both.
+    if parts.headers.len() > limits.max_headers {
+        return Err(ProxyError::HeadersTooLarge("too many header fields"));
+    }
+    let mut head = 0u64;
+    for (name, value) in &parts.headers {
+        let size = (name.as_str().len() + value.len()) as u64;
+        if size > limits.max_header.0 {
+            return Err(ProxyError::HeadersTooLarge("one header field is too large"));
+        }
+        head += size;
+    }
+    if head > limits.max_request_head.0 {
+        return Err(ProxyError::HeadersTooLarge("request head is too large"));
+    }
+    headers::check_request_framing(parts.version, &parts.headers)
+        .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+    if let Some(len) = parts.headers.get(header::CONTENT_LENGTH) {
+        // Framing checks above guarantee digits only.
+        let len: u64 = len.to_str().ok().and_then(|s| s.parse().ok()).unwrap_or(u64::MAX);
+        if len > limits.max_request_body.0 {
+            return Err(ProxyError::PayloadTooLarge(limits.max_request_body.0));
+        }
+    }
+
+    let normalized = path::normalize(parts.uri.path()).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+    if matches!(normalized, std::borrow::Cow::Borrowed(_)) {
+        // Already canonical: keep only path and query, no allocation.
+        let pq = parts.uri.path_and_query().cloned();
+        let mut b = Uri::builder();
+        if let Some(pq) = pq {
+            b = b.path_and_query(pq);
+        }
+        return b.build().map_err(|e| ProxyError::BadRequest(e.to_string()));
+    }
+    let mut pq = normalized.into_owned();
+    if let Some(q) = parts.uri.query() {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    Uri::try_from(pq).map_err(|e| ProxyError::BadRequest(e.to_string()))
+}
+
+/// Step: rewrite the head for the next hop. Hop-by-hop headers go, the
+/// trace continues with kawal's span as parent, and the one authority
+/// chosen for routing becomes the Host the next hop sees.
+pub fn prepare_forward(
+    parts: &mut Parts,
+    target: Uri,
+    authority: Option<&http::uri::Authority>,
+    trace: &RequestTrace,
+) {
+    parts.uri = target;
+    headers::strip_hop_by_hop(&mut parts.headers);
+    trace.inject(&mut parts.headers);
+    if let Some(authority) = authority {
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            parts.headers.insert(header::HOST, host);
+        }
+    }
+}
+
+/// Wraps a client's request body with the size cap and the idle timeout.
+pub fn guard_request_body(body: Incoming, limits: &Limits, count: ByteCount) -> BoxBody {
+    GuardedBody::new(body, limits.max_request_body.0, limits.body_idle_timeout.0, count).boxed_unsync()
+}
+
+/// Everything the access log line and the metrics need, carried with the
+/// response body until it ends, so duration and bytes out are the real ones.
+pub struct Exchange {
+    /// Request direction.
+    pub direction: Direction,
+    /// When the request head arrived.
+    pub started: Instant,
+    /// Trace position.
+    pub trace: RequestTrace,
+    /// Request method.
+    pub method: Method,
+    /// Request target (normalized once checked).
+    pub uri: Uri,
+    /// Upstream name, once routed.
+    pub upstream: Option<Arc<str>>,
+    /// Upstream attempts made.
+    pub attempts: u32,
+    /// Request body bytes received.
+    pub bytes_in: ByteCount,
+    /// Error kind and detail, if kawal answered itself or the stream broke.
+    pub error: Option<(&'static str, String)>,
+    /// The verified peer identity, inbound over mTLS.
+    pub peer_identity: Option<Arc<str>>,
+    /// The client's address.
+    pub client: SocketAddr,
+}
+
+impl Exchange {
+    /// Starts the record of one request.
+    pub fn new(direction: Direction, parts: &Parts, trace: RequestTrace, client: SocketAddr) -> Exchange {
+        Exchange {
+            direction,
+            started: Instant::now(),
+            trace,
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            upstream: None,
+            attempts: 0,
+            bytes_in: ByteCount::default(),
+            error: None,
+            peer_identity: None,
+            client,
+        }
+    }
+
+    /// Step: answer the client with the upstream response or the rescued error;
+    /// the access line and metrics are written when the body ends.
+    pub fn respond(
+        mut self,
+        result: Result<Response<Incoming>, ProxyError>,
+        shared: &Arc<Shared>,
+        metrics: RouteMetrics,
+    ) -> Response<BoxBody> {
+        let mut res = match result {
+            Ok(res) => {
+                let (mut parts, body) = res.into_parts();
+                headers::strip_hop_by_hop(&mut parts.headers);
+                let body = GuardedBody::new(
+                    body,
+                    u64::MAX,
+                    shared.limits.body_idle_timeout.0,
+                    ByteCount::default(),
+                );
+                Response::from_parts(parts, body.boxed_unsync())
+            }
+            Err(err) => {
+                let trace_id = self.trace.trace_id.to_string();
+                self.error = Some((err.kind(), err.to_string()));
+                err.to_response(&trace_id)
+            }
+        };
+        self.trace.stamp_response(res.headers_mut());
+        let status = res.status().as_u16();
+        res.map(|inner| {
+            LoggedBody {
+                inner,
+                bytes_out: 0,
+                done: None,
+                exchange: Some(Box::new(Finish {
+                    exchange: self,
+                    status,
+                    shared: shared.clone(),
+                    metrics,
+                })),
+            }
+            .boxed_unsync()
+        })
+    }
+}
+
+struct Finish {
+    exchange: Exchange,
+    status: u16,
+    shared: Arc<Shared>,
+    metrics: RouteMetrics,
+}
+
+impl Finish {
+    fn write(self, bytes_out: u64, broken: Option<String>) {
+        let e = &self.exchange;
+        let elapsed = e.started.elapsed();
+        self.metrics.record(self.status, elapsed);
+        let Some(sink) = &self.shared.access_log else {
+            return;
+        };
+        let (error, detail) = match (&e.error, &broken) {
+            (Some((kind, detail)), _) => (Some(*kind), Some(detail.as_str())),
+            (None, Some(detail)) => (Some("response_aborted"), Some(detail.as_str())),
+            (None, None) => (None, None),
+        };
+        AccessLine {
+            timestamp: crate::log::now_rfc3339(),
+            level: "info",
+            service_name: &self.shared.service,
+            trace_id: e.trace.trace_id.to_string(),
+            span_id: e.trace.span_id.to_string(),
+            parent_span_id: e.trace.parent_id.map(|p| p.to_string()),
+            direction: e.direction.as_str(),
+            method: e.method.as_str(),
+            path: e.uri.path(),
+            status_code: self.status,
+            duration: crate::log::millis(elapsed),
+            upstream: e.upstream.as_deref(),
+            attempts: e.attempts,
+            user_id: e.peer_identity.as_deref(),
+            peer_identity: e.peer_identity.as_deref(),
+            bytes_in: e.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
+            bytes_out,
+            error,
+            error_detail: detail,
+        }
+        .write(sink);
+    }
+}
+
+/// A response body that writes the access line when it ends or is dropped.
+struct LoggedBody {
+    inner: BoxBody,
+    bytes_out: u64,
+    /// `Some(None)`: ended cleanly; `Some(Some(why))`: broke off.
+    done: Option<Option<String>>,
+    exchange: Option<Box<Finish>>,
+}
+
+impl Body for LoggedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes_out += data.len() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(e))) => self.done = Some(Some(crate::proxy::upstream::error_chain(&**e))),
+            Poll::Ready(None) => self.done = Some(None),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        if let Some(finish) = self.exchange.take() {
+            let broken = match self.done.take() {
+                Some(why) => why,
+                None if self.inner.is_end_stream() => None,
+                None => Some("client went away before the response ended".to_string()),
+            };
+            finish.write(self.bytes_out, broken);
+        }
+    }
+}

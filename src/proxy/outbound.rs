@@ -1,0 +1,97 @@
+//! Outbound: the local app's calls to other services.
+//!
+//! The app sends plain HTTP to 127.0.0.1 (as to an HTTP proxy, absolute-form
+//! URI, or with a Host naming the service). One request, top to bottom:
+//! 1. trace: continue the app's traceparent or start a trace
+//! 2. check: framing (smuggling), size limits, one normalized path
+//! 3. route: the one authority (absolute-form URI wins over Host) picks the
+//!    upstream; unknown host → 404 naming it, unless a default is configured
+//! 4. rewrite: strip hop-by-hop headers, inject kawal's traceparent, Host =
+//!    the routed authority
+//! 5. forward to an endpoint of the upstream (pooled, deadline)
+//! 6. respond: the upstream's response streamed back, or kawal's error
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use super::headers;
+use super::upstream::Upstream;
+use super::{check_head, guard_request_body, prepare_forward, Direction, Exchange, Shared};
+use crate::body::BoxBody;
+use crate::error::ProxyError;
+use crate::metrics::RouteMetrics;
+use crate::trace::RequestTrace;
+
+/// An upstream with its metric handles.
+pub struct Route {
+    /// The upstream.
+    pub upstream: Arc<Upstream>,
+    /// Its metrics handles.
+    pub metrics: RouteMetrics,
+}
+
+/// The outbound direction: the routing table and what requests need.
+pub struct Outbound {
+    /// Process-wide settings.
+    pub shared: Arc<Shared>,
+    /// Lower-cased host (with or without port) → route.
+    pub routes: HashMap<String, Arc<Route>>,
+    /// Route for unknown hosts.
+    pub default_route: Option<Arc<Route>>,
+    /// Metrics for requests that matched no route.
+    pub unrouted: RouteMetrics,
+}
+
+impl Outbound {
+    /// Handles one outbound request; never fails (errors become responses).
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, client: SocketAddr) -> Response<BoxBody> {
+        let (mut parts, body) = req.into_parts();
+        // 1. trace
+        let trace = RequestTrace::from_headers(&parts.headers);
+        let mut ex = Exchange::new(Direction::Outbound, &parts, trace, client);
+        let mut metrics = self.unrouted.clone();
+
+        let result = async {
+            // 2. check
+            let target = check_head(&parts, &self.shared.limits)?;
+            ex.uri = target.clone();
+            // 3. route
+            let authority = headers::check_authority(parts.version, &parts.uri, &parts.headers)
+                .map_err(|e| ProxyError::BadRequest(e.to_string()))?
+                .ok_or_else(|| ProxyError::BadRequest("request names no host".into()))?;
+            let route = self.route(&authority)?;
+            ex.upstream = Some(route.upstream.name.clone());
+            metrics = route.metrics.clone();
+            // 4. rewrite
+            prepare_forward(&mut parts, target, Some(&authority), &trace);
+            // 5. forward
+            ex.attempts = 1;
+            let body = guard_request_body(body, &self.shared.limits, ex.bytes_in.clone());
+            route.upstream.send(Request::from_parts(parts, body)).await
+        }
+        .await;
+
+        // 6. respond
+        ex.respond(result, &self.shared, metrics)
+    }
+
+    /// Finds the upstream for an authority: exact `host:port`, then `host`.
+    fn route(&self, authority: &http::uri::Authority) -> Result<&Arc<Route>, ProxyError> {
+        let full = authority.as_str();
+        let lookup = |key: &str| {
+            if key.bytes().any(|b| b.is_ascii_uppercase()) {
+                self.routes.get(&key.to_ascii_lowercase())
+            } else {
+                self.routes.get(key)
+            }
+        };
+        lookup(full)
+            .or_else(|| lookup(authority.host()))
+            .or(self.default_route.as_ref())
+            .ok_or_else(|| ProxyError::RouteNotFound(full.to_string()))
+    }
+}

@@ -1,0 +1,238 @@
+//! The process around the proxy: `kawal check`, the admin port, graceful
+//! shutdown (in process and on SIGTERM to the real binary).
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use support::*;
+
+fn kawal_bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kawal"))
+}
+
+fn write_config(name: &str, body: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("kawal-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("kawal.toml");
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+#[test]
+fn check_accepts_the_reference_and_demo_configs() {
+    for file in ["config/kawal.toml", "config/demo.toml"] {
+        let out = kawal_bin().args(["check", file]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn check_reports_every_problem_with_file_line_and_key_and_exits_2() {
+    let path = write_config(
+        "bad",
+        r#"[service]
+name = "x"
+
+[outbound]
+listen = "127.0.0.1:15001"
+default_upstream = "missing"
+
+[admin]
+listen = "127.0.0.1:15001"
+"#,
+    );
+    let out = kawal_bin().arg("check").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let file = path.display().to_string();
+    assert!(
+        stderr.contains(&format!(
+            "{file}:6:1: outbound.default_upstream: no upstream named \"missing\""
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{file}:5:1: outbound.listen: port 15001")),
+        "{stderr}"
+    );
+
+    for (bad, key) in [
+        ("[service]\nname = \"x\"\n[inbound]\nlisten = \"127.0.0.1:1\"\napp = \"127.0.0.1:2\"\ntimeout = \"ten seconds\"\n", "timeout"),
+        ("[service]\nname = \"x\"\n[inbound]\nlisten = \"127.0.0.1:1\"\napp = \"127.0.0.1:2\"\nretries = 3\n", "retries"),
+        ("[service]\nname = \"x\"\n[inbound]\nlisten = \"not-an-address\"\napp = \"127.0.0.1:2\"\n", "listen"),
+        ("[service]\nname = 5\n[inbound]\nlisten = \"127.0.0.1:1\"\napp = \"127.0.0.1:2\"\n", "name"),
+    ] {
+        let path = write_config(key, bad);
+        let out = kawal_bin().arg("check").arg(&path).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(first.starts_with(&format!("{}:", path.display())), "{first}");
+        assert!(first.contains(key), "{key} not named in {first}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+
+    // Running with a bad config refuses to start, the same way.
+    let out = kawal_bin().arg("--config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn admin_port_serves_live_ready_and_metrics() {
+    let app = Upstream::echo().await;
+    let proxy = Proxy::start(&inbound_config(app.addr, "")).await;
+    client()
+        .get(format!("http://{}/x", proxy.inbound()))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    proxy.wait_log_lines(1).await;
+    let admin = proxy.admin();
+    assert_eq!(
+        client()
+            .get(format!("http://{admin}/live"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        client()
+            .get(format!("http://{admin}/ready"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let metrics = client()
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"kawal_requests_total{direction="inbound",upstream="app",status_class="2xx"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kawal_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"kawal_open_connections{listener="inbound"}"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_request_finish_and_stops_accepting() {
+    let app = Upstream::start(|_req: Request<Incoming>| async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Response::new(full("slow but complete"))
+    })
+    .await;
+    let proxy = Proxy::start(&inbound_config(app.addr, "")).await;
+    let addr = proxy.inbound();
+    let in_flight = tokio::spawn(async move {
+        client()
+            .get(format!("http://{addr}/slow"))
+            .send()
+            .await?
+            .text()
+            .await
+    });
+    // Wait until the request is at the app, then shut down.
+    for _ in 0..500 {
+        if app.hits() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(app.hits(), 1);
+    proxy.shutdown().await;
+    assert_eq!(in_flight.await.unwrap().unwrap(), "slow but complete");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting after shutdown"
+    );
+}
+
+#[test]
+fn sigterm_drains_and_exits_0_with_json_process_events() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let app = rt.block_on(async {
+        Upstream::start(|_req: Request<Incoming>| async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Response::new(full("done"))
+        })
+        .await
+    });
+    let path = write_config("sigterm", &inbound_config(app.addr, ""));
+    let mut child = kawal_bin()
+        .arg("--config")
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+
+    // A process event names the bound addresses.
+    let started = (0..20)
+        .map(|_| {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            serde_json::from_str::<serde_json::Value>(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+        })
+        .find(|event| event["message"] == "kawal started")
+        .expect("a start event");
+    assert_eq!(started["serviceName"], "test-svc");
+    let inbound = started["inbound"].as_str().unwrap().to_string();
+
+    let in_flight = rt.spawn(async move {
+        client()
+            .get(format!("http://{inbound}/slow"))
+            .send()
+            .await?
+            .text()
+            .await
+    });
+    for _ in 0..2000 {
+        if app.hits() > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(rt.block_on(in_flight).unwrap().unwrap(), "done");
+    assert!(child.wait().unwrap().success());
+
+    let rest: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    assert!(
+        rest.iter()
+            .any(|l| l["path"] == "/slow" && l["statusCode"] == 200),
+        "{rest:?}"
+    );
+    assert!(rest.iter().any(|l| l["message"] == "kawal stopped"), "{rest:?}");
+}
