@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use crate::body::{self, BoxBody};
 use crate::log::Sink;
 use crate::metrics::Metrics;
-use crate::proxy::upstream::Upstream;
+use crate::proxy::outbound::Route;
 
 /// What the admin endpoints report on.
 pub struct Admin {
@@ -19,8 +19,8 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     /// True once every listener is bound; false again when draining.
     pub ready: AtomicBool,
-    /// Upstreams by name (outbound), for `/upstreams`.
-    pub upstreams: Vec<Arc<Upstream>>,
+    /// Outbound routes, for `/upstreams`.
+    pub upstreams: Vec<Arc<Route>>,
     /// For the dropped-lines count.
     pub sink: Sink,
 }
@@ -44,10 +44,11 @@ impl Admin {
                 let list: Vec<_> = self
                     .upstreams
                     .iter()
-                    .map(|u| {
+                    .map(|r| {
                         serde_json::json!({
-                            "name": &*u.name,
-                            "endpoints": u.endpoint_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                            "name": &*r.upstream.name,
+                            "endpoints": r.upstream.endpoint_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                            "breaker": r.resilience.breaker_json(),
                         })
                     })
                     .collect();

@@ -56,12 +56,14 @@ pub enum ProxyError {
         cause: String,
     },
     /// Connect or response deadline passed.
-    #[error("upstream {upstream} did not answer within {after:?}")]
+    #[error("upstream {upstream} did not {} within {after:?}", if *.connect { "accept a connection" } else { "answer" })]
     UpstreamTimeout {
         /// The upstream's name.
         upstream: String,
         /// The deadline that passed.
         after: Duration,
+        /// Whether it was the TCP connect (nothing was sent) that timed out.
+        connect: bool,
     },
     /// The upstream's circuit breaker is open.
     #[error("circuit breaker for upstream {upstream} is open")]

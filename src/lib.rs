@@ -34,6 +34,7 @@ use crate::log::Sink;
 use crate::metrics::Metrics;
 use crate::proxy::inbound::Inbound;
 use crate::proxy::outbound::{Outbound, Route};
+use crate::proxy::retry::Resilience;
 use crate::proxy::upstream::{Upstream, UpstreamSettings};
 use crate::proxy::Shared;
 
@@ -101,12 +102,12 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
             endpoints: vec![icfg.app.clone()],
             protocol: icfg.app_protocol,
             connect_timeout: icfg.connect_timeout.0,
-            timeout: icfg.timeout.0,
             resolve_interval: std::time::Duration::from_secs(5),
         })
         .await;
         let inbound = Arc::new(Inbound {
             shared: shared.clone(),
+            timeout: icfg.timeout.0,
             metrics: metrics.route("inbound", "app"),
             app,
         });
@@ -128,7 +129,6 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
                 endpoints: u.endpoints.clone(),
                 protocol: u.protocol,
                 connect_timeout: u.connect_timeout.0,
-                timeout: u.timeout.0,
                 resolve_interval: u.resolve_interval.0,
             })
             .await;
@@ -142,13 +142,14 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
             }
             let route = Arc::new(Route {
                 metrics: metrics.route("outbound", name),
-                upstream: upstream.clone(),
+                resilience: Resilience::new(u, metrics.resilience(name)),
+                upstream,
             });
             for host in std::iter::once(name).chain(&u.hosts) {
                 routes.insert(host.to_ascii_lowercase(), route.clone());
             }
-            by_name.insert(name.clone(), route);
-            upstreams.push(upstream);
+            by_name.insert(name.clone(), route.clone());
+            upstreams.push(route);
         }
         let outbound = Arc::new(Outbound {
             shared: shared.clone(),

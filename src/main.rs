@@ -6,6 +6,9 @@ use std::process::ExitCode;
 
 use kawal::config::Config;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage: kawal --config FILE | kawal check FILE";
 
 fn main() -> ExitCode {
@@ -30,10 +33,19 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = cfg.service.worker_threads {
-        rt.worker_threads(n);
-    }
+    // One worker: a current-thread runtime, with no work-stealing machinery
+    // to pay for (a sidecar pinned to one core is the common deployment).
+    let threads = cfg
+        .service
+        .worker_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut rt = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut rt = tokio::runtime::Builder::new_multi_thread();
+        rt.worker_threads(threads);
+        rt
+    };
     let rt = match rt.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

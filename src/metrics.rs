@@ -23,6 +23,17 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RetryLabels {
+    upstream: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabels {
     listener: &'static str,
 }
@@ -36,6 +47,33 @@ pub struct Metrics {
     latency: Family<RequestLabels, Histogram, fn() -> Histogram>,
     connections: Family<ListenerLabels, Gauge>,
     log_dropped: Gauge<u64, AtomicU64>,
+    retries: Family<RetryLabels, Counter>,
+    budget_exhausted: Family<UpstreamLabels, Counter>,
+    breaker_state: Family<UpstreamLabels, Gauge>,
+}
+
+/// Retry and breaker metric handles of one upstream.
+#[derive(Clone)]
+pub struct ResilienceMetrics {
+    upstream: String,
+    retries: Family<RetryLabels, Counter>,
+    /// Retries refused because the budget was spent.
+    pub budget_exhausted: Counter,
+    /// 0 closed, 1 open, 2 half-open.
+    pub breaker_state: Gauge,
+}
+
+impl ResilienceMetrics {
+    /// Counts one retry; `reason` is the failure that caused it. A retry is
+    /// already the slow path, so the label lookup here costs nothing that matters.
+    pub fn retry(&self, reason: &'static str) {
+        self.retries
+            .get_or_create(&RetryLabels {
+                upstream: self.upstream.clone(),
+                reason,
+            })
+            .inc();
+    }
 }
 
 /// Pre-made handles for one (direction, upstream): index by status class.
@@ -89,7 +127,28 @@ impl Default for Metrics {
             "Log lines dropped because stdout fell behind",
             log_dropped.clone(),
         );
+        let retries = Family::<RetryLabels, Counter>::default();
+        let budget_exhausted = Family::<UpstreamLabels, Counter>::default();
+        let breaker_state = Family::<UpstreamLabels, Gauge>::default();
+        registry.register(
+            "retries",
+            "Retries by upstream and the failure that caused them",
+            retries.clone(),
+        );
+        registry.register(
+            "retry_budget_exhausted",
+            "Failures returned without retry because the retry budget was spent",
+            budget_exhausted.clone(),
+        );
+        registry.register(
+            "breaker_state",
+            "Circuit breaker state per upstream: 0 closed, 1 open, 2 half-open",
+            breaker_state.clone(),
+        );
         Self {
+            retries,
+            budget_exhausted,
+            breaker_state,
             registry,
             requests,
             latency,
@@ -115,6 +174,19 @@ impl Metrics {
         });
         RouteMetrics {
             by_class: Arc::new(by_class),
+        }
+    }
+
+    /// Retry and breaker handles of one upstream.
+    pub fn resilience(&self, upstream: &str) -> ResilienceMetrics {
+        let labels = UpstreamLabels {
+            upstream: upstream.to_string(),
+        };
+        ResilienceMetrics {
+            upstream: upstream.to_string(),
+            retries: self.retries.clone(),
+            budget_exhausted: self.budget_exhausted.get_or_create_owned(&labels),
+            breaker_state: self.breaker_state.get_or_create_owned(&labels),
         }
     }
 

@@ -120,12 +120,123 @@ pub struct UpstreamConfig {
     /// TCP connect timeout.
     #[serde(default = "d_1s")]
     pub connect_timeout: Dur,
-    /// Deadline for the response head.
+    /// Overall deadline for a response head, retries included.
     #[serde(default = "d_30s")]
     pub timeout: Dur,
     /// How often DNS names in `endpoints` are resolved again.
     #[serde(default = "d_5s")]
     pub resolve_interval: Dur,
+    /// Retry policy.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Circuit breaker.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+}
+
+/// `[upstreams.NAME.retry]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included; 1 = no retries.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// Deadline of one attempt; absent = what is left of `timeout`.
+    #[serde(default)]
+    pub per_try_timeout: Option<Dur>,
+    /// Exponential backoff with full jitter between `base` and `max`.
+    #[serde(default)]
+    pub backoff: BackoffConfig,
+    /// Retries may add at most `ratio` of recent requests, plus
+    /// `min_per_second`, so retries cannot multiply load in an outage.
+    #[serde(default)]
+    pub budget: BudgetConfig,
+    /// What is retried: statuses ("502", "429", ...; 4xx other than 429 are
+    /// never retried), "connect-failure", "reset", "timeout".
+    #[serde(default = "default_retry_on")]
+    pub on: Vec<String>,
+    /// Longest `Retry-After` honoured (longer is cut to this).
+    #[serde(default = "d_10s")]
+    pub max_retry_after: Dur,
+    /// Request bodies up to this size are kept for a retry; larger or
+    /// chunked bodies are streamed and not retried.
+    #[serde(default = "default_replay")]
+    pub max_replay_body: Size,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults parse")
+    }
+}
+
+/// `backoff = { base = "25ms", max = "1s" }`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffConfig {
+    /// First retry waits up to this.
+    #[serde(default = "d_25ms")]
+    pub base: Dur,
+    /// No retry waits longer than this.
+    #[serde(default = "d_1s")]
+    pub max: Dur,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults parse")
+    }
+}
+
+/// `budget = { ratio = 0.2, min_per_second = 10 }`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// Retries per request, over a 10 s window.
+    #[serde(default = "default_ratio")]
+    pub ratio: f32,
+    /// Retries always allowed per second.
+    #[serde(default = "default_min_per_second")]
+    pub min_per_second: u32,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults parse")
+    }
+}
+
+/// `[upstreams.NAME.breaker]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// false = never fail fast.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Open after this many failures in a row.
+    #[serde(default = "default_consecutive")]
+    pub consecutive_failures: u32,
+    /// Or when failures / requests over `window` reach this...
+    #[serde(default = "default_rate")]
+    pub failure_rate: f64,
+    /// ...with at least this many requests in the window.
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u32,
+    /// The sliding window for the rate.
+    #[serde(default = "d_10s")]
+    pub window: Dur,
+    /// How long it stays open (fails fast with 503) before probing.
+    #[serde(default = "d_30s")]
+    pub open_for: Dur,
+    /// Probes let through half-open; all must succeed to close.
+    #[serde(default = "default_probes")]
+    pub half_open_probes: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults parse")
+    }
 }
 
 /// HTTP version toward an upstream or the app.
@@ -223,6 +334,37 @@ pub enum LogFormat {
     Json,
     /// Human-readable lines.
     Text,
+}
+
+/// One entry of `retry.on`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOn {
+    /// A response status (429 or 5xx).
+    Status(u16),
+    /// Connection refused or connect timeout (nothing was sent).
+    ConnectFailure,
+    /// Connection reset before a response head.
+    Reset,
+    /// Per-try timeout.
+    Timeout,
+}
+
+impl RetryOn {
+    /// Parses one `retry.on` entry.
+    pub fn parse(s: &str) -> Result<RetryOn, String> {
+        match s {
+            "connect-failure" => Ok(RetryOn::ConnectFailure),
+            "reset" => Ok(RetryOn::Reset),
+            "timeout" => Ok(RetryOn::Timeout),
+            _ => match s.parse::<u16>() {
+                Ok(code) if code == 429 || (500..=599).contains(&code) => Ok(RetryOn::Status(code)),
+                Ok(code) => Err(format!("{code}: only 429 and 5xx statuses may be retried")),
+                Err(_) => Err(format!(
+                    "{s:?}: expected a status (\"503\"), \"connect-failure\", \"reset\" or \"timeout\""
+                )),
+            },
+        }
+    }
 }
 
 /// Every problem found in a config file, one per line.
@@ -364,6 +506,9 @@ fn validate(cfg: &Config) -> Vec<(Vec<String>, String)> {
     problems
 }
 
+fn d_25ms() -> Dur {
+    Dur(Duration::from_millis(25))
+}
 fn d_1s() -> Dur {
     Dur(Duration::from_secs(1))
 }
@@ -399,6 +544,38 @@ fn default_max_body() -> Size {
 }
 fn default_h2_streams() -> u32 {
     256
+}
+fn default_attempts() -> u32 {
+    3
+}
+fn default_retry_on() -> Vec<String> {
+    ["502", "503", "504", "429", "connect-failure", "reset", "timeout"]
+        .map(String::from)
+        .to_vec()
+}
+fn default_replay() -> Size {
+    Size(64 * 1024)
+}
+fn default_ratio() -> f32 {
+    0.2
+}
+fn default_min_per_second() -> u32 {
+    10
+}
+fn yes() -> bool {
+    true
+}
+fn default_consecutive() -> u32 {
+    5
+}
+fn default_rate() -> f64 {
+    0.5
+}
+fn default_min_requests() -> u32 {
+    20
+}
+fn default_probes() -> u32 {
+    3
 }
 fn default_level() -> LogLevel {
     LogLevel::Info

@@ -110,8 +110,12 @@ impl std::error::Error for FramingError {}
 /// The caller must add its own headers (Host, traceparent, identity) after
 /// this, since a client may name any header in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass of cheap comparisons first: most messages carry none of these,
+    // and each `remove` would hash its name.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     // Collect first: the map cannot be changed while `Connection` is borrowed.
-    // An empty Vec does not allocate, so the usual request pays nothing here.
     let mut named = Vec::new();
     for value in headers.get_all(CONNECTION) {
         for token in value.as_bytes().split(|b| *b == b',') {
@@ -120,24 +124,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
-    for name in named {
-        headers.remove(name);
-    }
-    for name in [
-        CONNECTION,
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-        PROXY_AUTHENTICATE,
-        PROXY_AUTHORIZATION,
-        TE,
-        TRAILER,
-        TRANSFER_ENCODING,
-        UPGRADE,
-        HTTP2_SETTINGS,
-    ] {
+    for name in named.iter().chain(&HOP_BY_HOP) {
         headers.remove(name);
     }
 }
+
+/// Headers that describe one connection, never the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 10] = [
+    CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
+    HTTP2_SETTINGS,
+];
 
 /// Refuses request heads whose body framing is ambiguous, and (for HTTP/1.x)
 /// a missing, repeated or empty Host. HTTP/2 Host checks are in

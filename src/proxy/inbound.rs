@@ -28,6 +28,8 @@ pub struct Inbound {
     pub shared: Arc<Shared>,
     /// The local app.
     pub app: Arc<Upstream>,
+    /// Deadline for the app's response head.
+    pub timeout: std::time::Duration,
     /// Metrics handles for requests to the app.
     pub metrics: RouteMetrics,
 }
@@ -57,7 +59,9 @@ impl Inbound {
             ex.upstream = Some(self.app.name.clone());
             ex.attempts = 1;
             let body = guard_request_body(body, &self.shared.limits, ex.bytes_in.clone());
-            self.app.send(Request::from_parts(parts, body)).await
+            self.app
+                .send(Request::from_parts(parts, body), self.timeout)
+                .await
         }
         .await;
 

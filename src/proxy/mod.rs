@@ -9,6 +9,7 @@ pub mod headers;
 pub mod inbound;
 pub mod outbound;
 pub mod path;
+pub mod retry;
 pub mod upstream;
 
 use std::net::SocketAddr;

@@ -8,7 +8,8 @@
 //!    upstream; unknown host → 404 naming it, unless a default is configured
 //! 4. rewrite: strip hop-by-hop headers, inject kawal's traceparent, Host =
 //!    the routed authority
-//! 5. forward to an endpoint of the upstream (pooled, deadline)
+//! 5. forward to an endpoint of the upstream (pooled), through the circuit
+//!    breaker, with per-try deadline and retries (backoff, budget): see `retry`
 //! 6. respond: the upstream's response streamed back, or kawal's error
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use super::headers;
+use super::retry::Resilience;
 use super::upstream::Upstream;
 use super::{check_head, guard_request_body, prepare_forward, Direction, Exchange, Shared};
 use crate::body::BoxBody;
@@ -26,10 +28,12 @@ use crate::error::ProxyError;
 use crate::metrics::RouteMetrics;
 use crate::trace::RequestTrace;
 
-/// An upstream with its metric handles.
+/// An upstream with its retry/breaker state and metric handles.
 pub struct Route {
     /// The upstream.
     pub upstream: Arc<Upstream>,
+    /// Retry policy, budget and circuit breaker.
+    pub resilience: Resilience,
     /// Its metrics handles.
     pub metrics: RouteMetrics,
 }
@@ -68,10 +72,13 @@ impl Outbound {
             metrics = route.metrics.clone();
             // 4. rewrite
             prepare_forward(&mut parts, target, Some(&authority), &trace);
-            // 5. forward
-            ex.attempts = 1;
+            // 5. forward: breaker, per-try deadline, retries with backoff and budget
             let body = guard_request_body(body, &self.shared.limits, ex.bytes_in.clone());
-            route.upstream.send(Request::from_parts(parts, body)).await
+            let body = route.resilience.prepare_body(&parts, body).await?;
+            route
+                .resilience
+                .send(&route.upstream, parts, body, &mut ex.attempts)
+                .await
         }
         .await;
 

@@ -35,8 +35,6 @@ pub struct UpstreamSettings {
     pub protocol: Protocol,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
-    /// Deadline for the response head.
-    pub timeout: Duration,
     /// DNS refresh period.
     pub resolve_interval: Duration,
 }
@@ -191,9 +189,14 @@ impl Upstream {
         Some(chosen.clone())
     }
 
-    /// Sends one attempt to one endpoint and waits for the response head.
-    /// The request's URI carries only path and query; the endpoint is chosen here.
-    pub async fn send(&self, mut req: Request<BoxBody>) -> Result<Response<Incoming>, ProxyError> {
+    /// Sends one attempt to one endpoint and waits up to `timeout` for the
+    /// response head. The request's URI carries only path and query; the
+    /// endpoint is chosen here.
+    pub async fn send(
+        &self,
+        mut req: Request<BoxBody>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, ProxyError> {
         let ep = self
             .pick()
             .ok_or_else(|| ProxyError::NoEndpoint(self.name.to_string()))?;
@@ -212,12 +215,13 @@ impl Upstream {
             Protocol::Http2 => Version::HTTP_2,
         };
 
-        match tokio::time::timeout(self.settings.timeout, self.client.request(req)).await {
+        match tokio::time::timeout(timeout, self.client.request(req)).await {
             Ok(Ok(res)) => Ok(res),
             Ok(Err(e)) => Err(self.classify(e)),
             Err(_) => Err(ProxyError::UpstreamTimeout {
                 upstream: self.name.to_string(),
-                after: self.settings.timeout,
+                after: timeout,
+                connect: false,
             }),
         }
     }
@@ -237,6 +241,7 @@ impl Upstream {
                 return ProxyError::UpstreamTimeout {
                     upstream,
                     after: self.settings.connect_timeout,
+                    connect: true,
                 };
             }
             return ProxyError::UpstreamConnect { upstream, cause };
