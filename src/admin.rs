@@ -1,7 +1,6 @@
 //! The admin listener (127.0.0.1 by default): `/live`, `/ready`,
 //! `/metrics` (Prometheus text) and `/upstreams` (JSON).
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -12,6 +11,7 @@ use crate::body::{self, BoxBody};
 use crate::log::Sink;
 use crate::metrics::Metrics;
 use crate::proxy::outbound::Route;
+use crate::server::ConnInfo;
 
 /// What the admin endpoints report on.
 pub struct Admin {
@@ -27,7 +27,7 @@ pub struct Admin {
 
 impl Admin {
     /// Serves one admin request.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, _peer: SocketAddr) -> Response<BoxBody> {
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, _conn: Arc<ConnInfo>) -> Response<BoxBody> {
         match req.uri().path() {
             "/live" => text(StatusCode::OK, "live\n"),
             "/ready" if self.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),

@@ -133,14 +133,7 @@ where
 
 /// Finds a `BodyError` anywhere in an error's source chain.
 pub fn body_error_in(err: &(dyn std::error::Error + 'static)) -> Option<BodyError> {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if let Some(b) = e.downcast_ref::<BodyError>() {
-            return Some(*b);
-        }
-        cur = e.source();
-    }
-    None
+    crate::error::find::<BodyError>(err).copied()
 }
 
 #[cfg(test)]

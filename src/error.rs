@@ -47,6 +47,15 @@ pub enum ProxyError {
         /// The transport error, for the log.
         cause: String,
     },
+    /// The TLS handshake with the upstream failed (untrusted or wrong
+    /// identity, no common protocol).
+    #[error("TLS with upstream {upstream} failed: {cause}")]
+    UpstreamTls {
+        /// The upstream's name.
+        upstream: String,
+        /// The handshake error, for the log.
+        cause: String,
+    },
     /// The connection broke before a complete response head arrived.
     #[error("upstream {upstream} reset the connection: {cause}")]
     UpstreamReset {
@@ -91,6 +100,7 @@ impl ProxyError {
             Self::RouteNotFound(_) => "route_not_found",
             Self::NoEndpoint(_) => "no_endpoint",
             Self::UpstreamConnect { .. } => "upstream_connect",
+            Self::UpstreamTls { .. } => "upstream_tls",
             Self::UpstreamReset { .. } => "upstream_reset",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::CircuitOpen { .. } => "circuit_open",
@@ -109,7 +119,9 @@ impl ProxyError {
             Self::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
             Self::NoEndpoint(_) | Self::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Self::UpstreamConnect { .. } | Self::UpstreamReset { .. } => StatusCode::BAD_GATEWAY,
+            Self::UpstreamConnect { .. } | Self::UpstreamTls { .. } | Self::UpstreamReset { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -141,6 +153,7 @@ impl ProxyError {
         let mut retry_after = None;
         match self {
             Self::UpstreamConnect { upstream, .. }
+            | Self::UpstreamTls { upstream, .. }
             | Self::UpstreamReset { upstream, .. }
             | Self::UpstreamTimeout { upstream, .. } => body["upstream"] = upstream.as_str().into(),
             Self::CircuitOpen {
@@ -169,6 +182,18 @@ impl ProxyError {
         }
         res
     }
+}
+
+/// The first error of type `E` in a source chain.
+pub fn find<'a, E: std::error::Error + 'static>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a E> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
+        }
+        cur = e.source();
+    }
+    None
 }
 
 #[cfg(test)]

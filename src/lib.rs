@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod resilience;
 pub mod server;
+pub mod tls;
 pub mod trace;
 
 use std::collections::HashMap;
@@ -53,15 +54,29 @@ pub struct Kawal {
 
 /// Why kawal could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr} ({listener}): {source}")]
-pub struct StartError {
-    listener: &'static str,
-    addr: SocketAddr,
-    source: std::io::Error,
+pub enum StartError {
+    /// A listener's address is taken or not ours.
+    #[error("cannot listen on {addr} ({listener}): {source}")]
+    Bind {
+        /// Which listener.
+        listener: &'static str,
+        /// Its configured address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A certificate, key or CA file is missing or broken.
+    #[error("{what}: {source}")]
+    Tls {
+        /// Which config table.
+        what: String,
+        /// What is wrong with which file.
+        source: tls::TlsError,
+    },
 }
 
 async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
         listener,
         addr,
         source,
@@ -97,12 +112,41 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
     let admin_addr = local(&admin_listener).unwrap_or(cfg.admin.listen.0);
 
     if let (Some(listener), Some(icfg)) = (inbound_listener, &cfg.inbound) {
+        let tls = match &icfg.tls {
+            Some(t) => {
+                let server = Arc::new(
+                    tls::ServerTls::load(tls::ServerTlsFiles {
+                        cert: t.cert.clone(),
+                        key: t.key.clone(),
+                        client_ca: t.client_ca.clone(),
+                    })
+                    .map_err(|source| StartError::Tls {
+                        what: "inbound.tls".into(),
+                        source,
+                    })?,
+                );
+                abort_on_shutdown(
+                    &mut tasks,
+                    &shutdown_rx,
+                    server.spawn_reloader(t.reload_interval.0),
+                );
+                Some(server::TlsListener {
+                    tls: server,
+                    handshake_timeout: t.handshake_timeout.0,
+                })
+            }
+            None => {
+                tracing::warn!(listen = %icfg.listen.0, "inbound listener is plaintext: no [inbound.tls] configured");
+                None
+            }
+        };
         let app = Upstream::new(UpstreamSettings {
             name: "app".into(),
             endpoints: vec![icfg.app.clone()],
             protocol: icfg.app_protocol,
             connect_timeout: icfg.connect_timeout.0,
             resolve_interval: std::time::Duration::from_secs(5),
+            tls: None,
         })
         .await;
         let inbound = Arc::new(Inbound {
@@ -116,7 +160,7 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         let rx = shutdown_rx.clone();
         tasks.spawn(async move {
             let handler = move |req, peer| inbound.clone().handle(req, peer);
-            server::serve("inbound", listener, builder, handler, rx, grace, open).await;
+            server::serve("inbound", listener, tls, builder, handler, rx, grace, open).await;
         });
     }
 
@@ -124,21 +168,45 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         let mut routes = HashMap::new();
         let mut by_name = HashMap::new();
         for (name, u) in &cfg.upstreams {
+            let tls = match &u.tls {
+                Some(t) => {
+                    let alpn = match u.protocol {
+                        config::Protocol::Http1 => tls::ALPN_HTTP1,
+                        config::Protocol::Http2 => tls::ALPN_H2,
+                    };
+                    let client = Arc::new(
+                        tls::ClientTls::load(tls::ClientTlsFiles {
+                            ca: t.ca.clone(),
+                            cert: t.cert.clone(),
+                            key: t.key.clone(),
+                            server_identity: t.server_identity.clone(),
+                            alpn: vec![alpn.to_vec()],
+                        })
+                        .map_err(|source| StartError::Tls {
+                            what: format!("upstreams.{name}.tls"),
+                            source,
+                        })?,
+                    );
+                    abort_on_shutdown(
+                        &mut tasks,
+                        &shutdown_rx,
+                        client.spawn_reloader(t.reload_interval.0),
+                    );
+                    Some(client)
+                }
+                None => None,
+            };
             let upstream = Upstream::new(UpstreamSettings {
                 name: name.as_str().into(),
                 endpoints: u.endpoints.clone(),
                 protocol: u.protocol,
                 connect_timeout: u.connect_timeout.0,
                 resolve_interval: u.resolve_interval.0,
+                tls,
             })
             .await;
             if upstream.needs_resolving() {
-                let resolver = upstream.spawn_resolver();
-                let mut rx = shutdown_rx.clone();
-                tasks.spawn(async move {
-                    let _ = rx.changed().await;
-                    resolver.abort();
-                });
+                abort_on_shutdown(&mut tasks, &shutdown_rx, upstream.spawn_resolver());
             }
             let route = Arc::new(Route {
                 metrics: metrics.route("outbound", name),
@@ -165,7 +233,7 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         let rx = shutdown_rx.clone();
         tasks.spawn(async move {
             let handler = move |req, peer| outbound.clone().handle(req, peer);
-            server::serve("outbound", listener, builder, handler, rx, grace, open).await;
+            server::serve("outbound", listener, None, builder, handler, rx, grace, open).await;
         });
     }
 
@@ -182,7 +250,7 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         let rx = shutdown_rx.clone();
         tasks.spawn(async move {
             let handler = move |req, peer| state.clone().handle(req, peer);
-            server::serve("admin", admin_listener, builder, handler, rx, grace, open).await;
+            server::serve("admin", admin_listener, None, builder, handler, rx, grace, open).await;
         });
     }
 
@@ -201,6 +269,19 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         shutdown,
         tasks,
     })
+}
+
+/// Background work (DNS refresh, certificate reload) ends with the listeners.
+fn abort_on_shutdown(
+    tasks: &mut JoinSet<()>,
+    shutdown: &watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<()>,
+) {
+    let mut rx = shutdown.clone();
+    tasks.spawn(async move {
+        let _ = rx.changed().await;
+        task.abort();
+    });
 }
 
 impl Kawal {

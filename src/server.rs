@@ -9,6 +9,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -16,13 +17,14 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::body::BoxBody;
 use crate::config::Limits;
+use crate::tls::ServerTls;
 
 /// An HTTP/1.1 + h2c connection builder enforcing `limits`.
 pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
@@ -44,18 +46,39 @@ pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// What a request knows about the connection it came on.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// The verified client certificate's identity (SPIFFE ID, else DNS SAN).
+    pub identity: Option<Arc<str>>,
+}
+
+/// TLS termination for a listener.
+pub struct TlsListener {
+    /// The certificates in force.
+    pub tls: Arc<ServerTls>,
+    /// Time a client has to complete the handshake.
+    pub handshake_timeout: Duration,
+}
+
 /// Serves connections from `listener` until `shutdown` fires, then lets the
 /// in-flight ones finish for up to `grace`.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve<H, F>(
     name: &'static str,
     listener: TcpListener,
+    tls: Option<TlsListener>,
     builder: auto::Builder<TokioExecutor>,
     handler: H,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
     open: Gauge,
 ) where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<BoxBody>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
@@ -73,17 +96,49 @@ pub async fn serve<H, F>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let h = handler.clone();
-        let svc = service_fn(move |req| {
-            let fut = h(req, peer);
-            async move { Ok::<_, Infallible>(fut.await) }
-        });
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned());
         let open = open.clone();
         open.inc();
+        let Some(tls) = &tls else {
+            let info = Arc::new(ConnInfo {
+                peer,
+                tls: false,
+                identity: None,
+            });
+            let conn = serve_connection(&builder, graceful.watcher(), stream, info, handler.clone());
+            tokio::spawn(async move {
+                conn.await;
+                open.dec();
+            });
+            continue;
+        };
+        // The handshake runs in the connection's task, so a slow client
+        // cannot hold up the accept loop; it has `handshake_timeout` at most.
+        let (acceptor, limit) = (tls.tls.acceptor(), tls.handshake_timeout);
+        let (builder, watcher, handler) = (builder.clone(), graceful.watcher(), handler.clone());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(listener = name, error = %e, "connection ended with an error");
+            match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let info = Arc::new(ConnInfo {
+                        peer,
+                        tls: true,
+                        identity: crate::tls::peer_identity(stream.get_ref().1),
+                    });
+                    serve_connection(&builder, watcher, stream, info, handler).await;
+                }
+                Ok(Err(e)) => tracing::warn!(
+                    event = "tls_handshake_failed",
+                    listener = name,
+                    peer = %peer,
+                    reason = %crate::tls::describe_handshake_error(&e),
+                    "TLS handshake refused"
+                ),
+                Err(_) => tracing::warn!(
+                    event = "tls_handshake_failed",
+                    listener = name,
+                    peer = %peer,
+                    reason = "handshake timeout",
+                    "TLS handshake refused"
+                ),
             }
             open.dec();
         });
@@ -93,6 +148,31 @@ pub async fn serve<H, F>(
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(grace) => {
             tracing::warn!(listener = name, grace = ?grace, "grace period over, closing remaining connections");
+        }
+    }
+}
+
+/// Serves HTTP on one accepted connection, watched for graceful shutdown.
+fn serve_connection<I, H, F>(
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    io: I,
+    info: Arc<ConnInfo>,
+    handler: H,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<BoxBody>> + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let fut = handler(req, info.clone());
+        async move { Ok::<_, Infallible>(fut.await) }
+    });
+    let conn = watcher.watch(builder.serve_connection(TokioIo::new(io), svc).into_owned());
+    async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "connection ended with an error");
         }
     }
 }

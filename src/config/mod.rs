@@ -11,7 +11,7 @@ mod locate;
 mod units;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -90,6 +90,52 @@ pub struct Inbound {
     /// Deadline for the app's response head.
     #[serde(default = "d_30s")]
     pub timeout: Dur,
+    /// TLS termination; absent = plaintext (logged as a warning).
+    #[serde(default)]
+    pub tls: Option<InboundTls>,
+}
+
+/// `[inbound.tls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundTls {
+    /// PEM certificate chain of this service.
+    pub cert: PathBuf,
+    /// PEM private key of `cert`.
+    pub key: PathBuf,
+    /// PEM CA bundle: when set, every client must present a certificate it
+    /// issued (mTLS), or gets no connection.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Time a client has to complete the TLS handshake.
+    #[serde(default = "d_10s")]
+    pub handshake_timeout: Dur,
+    /// How often the files are checked for rotation.
+    #[serde(default = "d_5s")]
+    pub reload_interval: Dur,
+}
+
+/// `[upstreams.NAME.tls]`: TLS (or mTLS) toward the upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM CA bundle the server's certificate must chain to; absent = the
+    /// Mozilla roots (external APIs).
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate (mTLS), with `key`.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// Who the server must be: `spiffe://...` (URI SAN) or a DNS name;
+    /// absent = the endpoint's host name.
+    #[serde(default)]
+    pub server_identity: Option<String>,
+    /// How often the files are checked for rotation.
+    #[serde(default = "d_5s")]
+    pub reload_interval: Dur,
 }
 
 /// `[outbound]`
@@ -126,6 +172,9 @@ pub struct UpstreamConfig {
     /// How often DNS names in `endpoints` are resolved again.
     #[serde(default = "d_5s")]
     pub resolve_interval: Dur,
+    /// TLS toward the endpoints; absent = plain HTTP.
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
     /// Retry policy.
     #[serde(default)]
     pub retry: RetryConfig,
@@ -376,12 +425,35 @@ pub struct ConfigError {
 }
 
 impl Config {
-    /// Reads and validates the file at `path`.
+    /// Reads and validates the file at `path`. Relative file names in it
+    /// (certificates, keys) are taken relative to the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
             problems: vec![format!("{}: cannot read: {e}", path.display())],
         })?;
-        Self::from_toml_str(&src, &path.display().to_string())
+        let mut cfg = Self::from_toml_str(&src, &path.display().to_string())?;
+        if let Some(dir) = path.parent() {
+            cfg.resolve_paths(dir);
+        }
+        Ok(cfg)
+    }
+
+    fn resolve_paths(&mut self, dir: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        if let Some(tls) = self.inbound.as_mut().and_then(|i| i.tls.as_mut()) {
+            fix(&mut tls.cert);
+            fix(&mut tls.key);
+            tls.client_ca.as_mut().map(fix);
+        }
+        for tls in self.upstreams.values_mut().filter_map(|u| u.tls.as_mut()) {
+            for p in [&mut tls.ca, &mut tls.cert, &mut tls.key].into_iter().flatten() {
+                fix(p);
+            }
+        }
     }
 
     /// Parses and validates `src`; `file` names it in error messages.
@@ -481,6 +553,11 @@ fn validate(cfg: &Config) -> Vec<(Vec<String>, String)> {
                 _ => {
                     owner.insert(key, name);
                 }
+            }
+        }
+        if let Some(tls) = &up.tls {
+            if tls.cert.is_some() != tls.key.is_some() {
+                bad(&["upstreams", name, "tls"], "cert and key go together".into());
             }
         }
         if up.timeout.0 < up.connect_timeout.0 {

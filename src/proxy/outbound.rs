@@ -13,7 +13,6 @@
 //! 6. respond: the upstream's response streamed back, or kawal's error
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{Request, Response};
@@ -26,6 +25,7 @@ use super::{check_head, guard_request_body, prepare_forward, Direction, Exchange
 use crate::body::BoxBody;
 use crate::error::ProxyError;
 use crate::metrics::RouteMetrics;
+use crate::server::ConnInfo;
 use crate::trace::RequestTrace;
 
 /// An upstream with its retry/breaker state and metric handles.
@@ -52,11 +52,11 @@ pub struct Outbound {
 
 impl Outbound {
     /// Handles one outbound request; never fails (errors become responses).
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, client: SocketAddr) -> Response<BoxBody> {
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<BoxBody> {
         let (mut parts, body) = req.into_parts();
         // 1. trace
         let trace = RequestTrace::from_headers(&parts.headers);
-        let mut ex = Exchange::new(Direction::Outbound, &parts, trace, client);
+        let mut ex = Exchange::new(Direction::Outbound, &parts, trace, conn.peer);
         let mut metrics = self.unrouted.clone();
 
         let result = async {

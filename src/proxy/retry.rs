@@ -279,7 +279,8 @@ impl Drop for PermitGuard<'_> {
 /// fault (the client's body, an internal error): never retried or counted.
 fn failure_of(err: &ProxyError, per_try_cut: bool) -> Option<Failure> {
     match err {
-        ProxyError::UpstreamConnect { .. } => Some(Failure::ConnectRefused),
+        // A TLS failure is a connect failure: no request byte was sent.
+        ProxyError::UpstreamConnect { .. } | ProxyError::UpstreamTls { .. } => Some(Failure::ConnectRefused),
         ProxyError::UpstreamTimeout { connect: true, .. } => Some(Failure::ConnectTimeout),
         ProxyError::UpstreamTimeout { .. } if per_try_cut => Some(Failure::PerTryTimeout),
         // The overall deadline passed: the breaker still hears of it, the

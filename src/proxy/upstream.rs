@@ -23,7 +23,9 @@ use rand::Rng;
 
 use crate::body::{body_error_in, BodyError, BoxBody};
 use crate::config::{HostPort, Protocol};
-use crate::error::ProxyError;
+use crate::error::{find, ProxyError};
+use crate::proxy::connect::{Connector, TlsConnectError};
+use crate::tls::ClientTls;
 
 /// How to reach one upstream.
 pub struct UpstreamSettings {
@@ -37,6 +39,8 @@ pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     /// DNS refresh period.
     pub resolve_interval: Duration,
+    /// TLS toward the endpoints, if any.
+    pub tls: Option<Arc<ClientTls>>,
 }
 
 /// One address of an upstream, with its load.
@@ -53,7 +57,7 @@ pub struct Upstream {
     pub name: Arc<str>,
     settings: UpstreamSettings,
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
-    client: Client<HttpConnector, BoxBody>,
+    client: Client<Connector, BoxBody>,
 }
 
 /// Decrements an endpoint's outstanding count when the attempt ends.
@@ -78,7 +82,7 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .http2_only(settings.protocol == Protocol::Http2)
-            .build(connector);
+            .build(Connector::new(connector, settings.tls.clone()));
         let up = Arc::new(Upstream {
             name: settings.name.clone(),
             endpoints: ArcSwap::from_pointee(Vec::new()),
@@ -236,6 +240,12 @@ impl Upstream {
             None => {}
         }
         let cause = error_chain(&err);
+        if let Some(tls) = find::<TlsConnectError>(&err) {
+            return ProxyError::UpstreamTls {
+                upstream,
+                cause: tls.0.clone(),
+            };
+        }
         if err.is_connect() {
             if is_timeout(&err) {
                 return ProxyError::UpstreamTimeout {
@@ -251,16 +261,7 @@ impl Upstream {
 }
 
 fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
-            return true;
-        }
-        cur = e.source();
-    }
-    false
+    find::<std::io::Error>(err).is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
 }
 
 /// `outer: inner: innermost`, for the log's error detail.

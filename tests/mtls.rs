@@ -1,0 +1,234 @@
+//! Two kawals talking mTLS: A's outbound originates, B's inbound terminates
+//! and hands the verified SPIFFE identity to its app. Certificates are made
+//! at test time with rcgen.
+
+mod support;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const A_ID: &str = "spiffe://shop.test/ns/default/sa/a";
+const B_ID: &str = "spiffe://shop.test/ns/default/sa/b";
+
+/// A CA and the files of two sidecars it signed, in a fresh directory.
+struct Pki {
+    dir: PathBuf,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new(tag: &str) -> Pki {
+        let dir = std::env::temp_dir().join(format!("kawal-mtls-{}-{tag}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("kawal test CA {tag}"));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.join("ca.pem"), cert.pem()).unwrap();
+        Pki {
+            dir,
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// Writes NAME.crt / NAME.key for a sidecar with SPIFFE id `id`.
+    fn leaf(&self, name: &str, id: &str) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.not_before = (SystemTime::now() - Duration::from_secs(3600)).into();
+        params.not_after = (SystemTime::now() + Duration::from_secs(86_400)).into();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        std::fs::write(self.path(&format!("{name}.crt")), cert.pem()).unwrap();
+        std::fs::write(self.path(&format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).display().to_string()
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// B: TLS inbound requiring a client certificate from `pki`'s CA.
+async fn sidecar_b(pki: &Pki, app: &Upstream) -> Proxy {
+    let tls = format!(
+        "[inbound.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nhandshake_timeout = \"2s\"",
+        pki.path("b.crt"),
+        pki.path("b.key"),
+        pki.path("ca.pem")
+    );
+    Proxy::start(&inbound_config(app.addr, &tls)).await
+}
+
+/// A: outbound with mTLS toward `b`, expecting `server_identity`.
+async fn sidecar_a(pki: &Pki, b: std::net::SocketAddr, server_identity: &str) -> Proxy {
+    let tls = format!(
+        "[upstreams.svc.tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\nserver_identity = \"{server_identity}\"",
+        pki.path("ca.pem"),
+        pki.path("a.crt"),
+        pki.path("a.key")
+    );
+    Proxy::start(&outbound_config(&[b], &tls, "")).await
+}
+
+async fn through_a(a: &Proxy, spoof: bool) -> reqwest::Response {
+    let mut req = client()
+        .get(format!("http://{}/orders/1", a.outbound()))
+        .header("host", "svc");
+    if spoof {
+        req = req.header("x-kawal-peer-identity", "spiffe://shop.test/ns/default/sa/admin");
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn mtls_between_sidecars_hands_the_verified_identity_to_the_app() {
+    let pki = Pki::new("ok");
+    pki.leaf("a", A_ID);
+    pki.leaf("b", B_ID);
+    let app = Upstream::echo().await;
+    let b = sidecar_b(&pki, &app).await;
+    let a = sidecar_a(&pki, b.inbound(), B_ID).await;
+
+    let res = through_a(&a, true).await;
+    assert_eq!(res.status(), 200);
+    let echo: serde_json::Value = res.json().await.unwrap();
+    // The spoofed copy from A's app is replaced by the verified identity.
+    assert_eq!(echo["headers"]["x-kawal-peer-identity"], A_ID);
+    assert_eq!(echo["headers"]["x-forwarded-proto"], "https");
+    let line = &b.wait_log_lines(1).await[0];
+    assert_eq!(line["peerIdentity"], A_ID);
+    assert_eq!(line["userId"], A_ID);
+}
+
+#[tokio::test]
+async fn a_client_without_a_certificate_gets_no_http_response() {
+    let pki = Pki::new("nocert");
+    pki.leaf("b", B_ID);
+    let app = Upstream::echo().await;
+    let b = sidecar_b(&pki, &app).await;
+
+    // A TLS client that trusts the CA but has no certificate of its own.
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read(pki.path("ca.pem")).unwrap();
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&ca) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(b.inbound()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    // TLS 1.3: the client may finish its side before the server refuses, so
+    // the refusal shows on the first exchange.
+    let outcome = async {
+        let mut tls = connector.connect(name, tcp).await?;
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n").await?;
+        let mut buf = Vec::new();
+        tls.read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(10), outcome)
+        .await
+        .unwrap();
+    match outcome {
+        Err(_) => {}
+        Ok(buf) => assert!(
+            buf.is_empty(),
+            "got an HTTP response: {}",
+            String::from_utf8_lossy(&buf)
+        ),
+    }
+    assert_eq!(app.hits(), 0);
+}
+
+#[tokio::test]
+async fn plaintext_on_the_tls_port_is_refused() {
+    let pki = Pki::new("plain");
+    pki.leaf("b", B_ID);
+    let app = Upstream::echo().await;
+    let b = sidecar_b(&pki, &app).await;
+    let raw = raw_exchange(b.inbound(), b"GET / HTTP/1.1\r\nHost: b\r\n\r\n").await;
+    assert!(!raw.contains("HTTP/1.1 200"), "{raw}");
+    assert_eq!(app.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_server_presenting_another_identity_is_rejected_with_502() {
+    let pki = Pki::new("wrongid");
+    pki.leaf("a", A_ID);
+    pki.leaf("b", B_ID);
+    let app = Upstream::echo().await;
+    let b = sidecar_b(&pki, &app).await;
+    let a = sidecar_a(&pki, b.inbound(), "spiffe://shop.test/ns/default/sa/payments").await;
+    let res = through_a(&a, false).await;
+    assert_eq!(res.status(), 502);
+    assert_eq!(res.headers()["x-kawal-error"], "upstream_tls");
+    let line = &a.wait_log_lines(1).await[0];
+    assert!(
+        line["errorDetail"].as_str().unwrap().contains("identity"),
+        "{line}"
+    );
+    assert_eq!(app.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_client_certificate_from_another_ca_is_refused() {
+    let pki = Pki::new("b-side");
+    pki.leaf("b", B_ID);
+    let other = Pki::new("a-side");
+    other.leaf("a", A_ID);
+    // A trusts B's CA for the server, but presents a certificate B does not trust.
+    std::fs::copy(pki.path("ca.pem"), other.path("ca.pem")).unwrap();
+    let app = Upstream::echo().await;
+    let b = sidecar_b(&pki, &app).await;
+    let a = sidecar_a(&other, b.inbound(), B_ID).await;
+    let res = through_a(&a, false).await;
+    assert_eq!(res.status(), 502);
+    assert_eq!(app.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_missing_key_file_stops_startup_with_a_clear_error() {
+    let pki = Pki::new("missing");
+    pki.leaf("b", B_ID);
+    let tls = format!(
+        "[inbound.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        pki.path("b.crt"),
+        pki.path("nope.key")
+    );
+    let cfg =
+        kawal::config::Config::from_toml_str(&inbound_config("127.0.0.1:9".parse().unwrap(), &tls), "t.toml")
+            .unwrap();
+    let err = kawal::start(cfg, kawal::log::Sink::Memory(Default::default()))
+        .await
+        .err()
+        .unwrap();
+    let msg = err.to_string();
+    assert!(msg.contains("inbound.tls") && msg.contains("nope.key"), "{msg}");
+}
