@@ -18,6 +18,17 @@ pub enum ProxyError {
     /// Malformed or ambiguous request (smuggling attempts, bad path, no Host).
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// No valid credentials (JWT): 401 with `WWW-Authenticate`.
+    #[error("authentication failed: {reason}")]
+    Unauthenticated {
+        /// Why, for the log (never the token).
+        reason: &'static str,
+        /// The challenge to send.
+        challenge: HeaderValue,
+    },
+    /// The verified caller may not do this.
+    #[error("not allowed")]
+    Forbidden,
     /// A method kawal refuses to proxy (CONNECT: kawal opens no tunnels).
     #[error("method {0} is not supported by this proxy")]
     MethodNotAllowed(http::Method),
@@ -92,6 +103,8 @@ impl ProxyError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::BadRequest(_) => "bad_request",
+            Self::Unauthenticated { .. } => "unauthenticated",
+            Self::Forbidden => "forbidden",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::UriTooLong(_) => "uri_too_long",
             Self::HeadersTooLarge(_) => "headers_too_large",
@@ -112,6 +125,8 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -176,6 +191,9 @@ impl ProxyError {
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(secs) = retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Self::Unauthenticated { challenge, .. } = self {
+            h.insert(header::WWW_AUTHENTICATE, challenge.clone());
         }
         if self.closes_connection() {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));

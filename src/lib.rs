@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
@@ -65,6 +66,9 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The JWKS or secret file is missing or unusable, or a policy rule is bad.
+    #[error("{0}")]
+    Auth(String),
     /// A certificate, key or CA file is missing or broken.
     #[error("{what}: {source}")]
     Tls {
@@ -149,9 +153,36 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
             tls: None,
         })
         .await;
+        let jwt = match &icfg.jwt {
+            Some(j) => {
+                let verifier = Arc::new(
+                    auth::JwtVerifier::load(auth::JwtSettings {
+                        issuer: j.issuer.clone(),
+                        audiences: j.audiences.clone(),
+                        jwks_file: j.jwks_file.clone(),
+                        algorithms: j.algorithms.clone(),
+                        hs256_secret_file: j.hs256_secret_file.clone(),
+                        max_lifetime: j.max_lifetime.0,
+                        leeway: j.leeway.0,
+                        required: j.required,
+                        require_claims: j.require_claims.clone(),
+                    })
+                    .map_err(|e| StartError::Auth(format!("inbound.jwt: {e}")))?,
+                );
+                abort_on_shutdown(
+                    &mut tasks,
+                    &shutdown_rx,
+                    spawn_jwks_reloader(&verifier, j.reload_interval.0),
+                );
+                Some(verifier)
+            }
+            None => None,
+        };
         let inbound = Arc::new(Inbound {
             shared: shared.clone(),
             timeout: icfg.timeout.0,
+            policy: auth::Policy::new(icfg.allow.clone()).map_err(StartError::Auth)?,
+            jwt,
             metrics: metrics.route("inbound", "app"),
             app,
         });
@@ -268,6 +299,27 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         admin_state,
         shutdown,
         tasks,
+    })
+}
+
+/// Re-reads the JWKS file periodically, so rotated keys are picked up; a
+/// broken file is logged and the old keys stay.
+fn spawn_jwks_reloader(
+    verifier: &Arc<auth::JwtVerifier>,
+    every: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    let verifier = Arc::downgrade(verifier);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(v) = verifier.upgrade() else { return };
+            match tokio::task::spawn_blocking(move || v.reload()).await {
+                Ok(Err(e)) => {
+                    tracing::warn!(event = "jwks_reload_failed", error = %e, "JWKS reload failed, keeping the old keys")
+                }
+                Ok(Ok(())) | Err(_) => {}
+            }
+        }
     })
 }
 

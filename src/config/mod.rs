@@ -93,6 +93,46 @@ pub struct Inbound {
     /// TLS termination; absent = plaintext (logged as a warning).
     #[serde(default)]
     pub tls: Option<InboundTls>,
+    /// Authorization by verified identity × method × path; no rules = allow
+    /// all, any rule = default deny.
+    #[serde(default)]
+    pub allow: Vec<crate::auth::AllowRule>,
+    /// JWT validation of `Authorization: Bearer` tokens.
+    #[serde(default)]
+    pub jwt: Option<InboundJwt>,
+}
+
+/// `[inbound.jwt]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundJwt {
+    /// Required `iss`.
+    pub issuer: String,
+    /// `aud` must contain one of these.
+    pub audiences: Vec<String>,
+    /// Local JWKS file with the verification keys.
+    pub jwks_file: PathBuf,
+    /// Pinned algorithms (RS256, ES256, EdDSA; HS256 only with a secret).
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Shared secret file; enables HS256 only if also listed in `algorithms`.
+    #[serde(default)]
+    pub hs256_secret_file: Option<PathBuf>,
+    /// Longest accepted token lifetime (`exp - iat`).
+    #[serde(default = "d_15m")]
+    pub max_lifetime: Dur,
+    /// Clock skew allowed on `exp`/`nbf`.
+    #[serde(default = "d_30s")]
+    pub leeway: Dur,
+    /// false: requests without a token pass (with no user).
+    #[serde(default = "yes")]
+    pub required: bool,
+    /// Claims that must equal (or, for arrays, contain) a value.
+    #[serde(default)]
+    pub require_claims: BTreeMap<String, String>,
+    /// How often the JWKS file is read again (key rotation).
+    #[serde(default = "d_60s")]
+    pub reload_interval: Dur,
 }
 
 /// `[inbound.tls]`
@@ -444,6 +484,10 @@ impl Config {
                 *p = dir.join(&*p);
             }
         };
+        if let Some(jwt) = self.inbound.as_mut().and_then(|i| i.jwt.as_mut()) {
+            fix(&mut jwt.jwks_file);
+            jwt.hs256_secret_file.as_mut().map(fix);
+        }
         if let Some(tls) = self.inbound.as_mut().and_then(|i| i.tls.as_mut()) {
             fix(&mut tls.cert);
             fix(&mut tls.key);
@@ -519,6 +563,11 @@ fn validate(cfg: &Config) -> Vec<(Vec<String>, String)> {
         }
     }
 
+    if let Some(inbound) = &cfg.inbound {
+        if let Err(msg) = crate::auth::Policy::new(inbound.allow.clone()) {
+            bad(&["inbound", "allow"], msg);
+        }
+    }
     if let Some(out) = &cfg.outbound {
         if let Some(name) = &out.default_upstream {
             if !cfg.upstreams.contains_key(name) {
@@ -594,6 +643,15 @@ fn d_5s() -> Dur {
 }
 fn d_10s() -> Dur {
     Dur(Duration::from_secs(10))
+}
+fn d_15m() -> Dur {
+    Dur(Duration::from_secs(15 * 60))
+}
+fn d_60s() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+fn default_algorithms() -> Vec<String> {
+    ["RS256", "ES256", "EdDSA"].map(String::from).to_vec()
 }
 fn d_30s() -> Dur {
     Dur(Duration::from_secs(30))

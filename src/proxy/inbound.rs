@@ -3,22 +3,30 @@
 //! One request, top to bottom:
 //! 1. trace: continue the caller's traceparent or start a trace
 //! 2. check: framing (smuggling), size limits, one normalized path
-//! 3. rewrite: strip hop-by-hop and spoofed identity headers, hand the app
-//!    the verified peer identity (mTLS), set X-Forwarded-*, inject kawal's
-//!    traceparent
-//! 4. forward to the app (pooled connection, deadline)
-//! 5. respond: the app's response streamed back, or kawal's error; the access
+//! 3. authorize: allow rules on the verified peer identity × method × path
+//!    (403), then the bearer JWT (401 with WWW-Authenticate)
+//! 4. rewrite: strip hop-by-hop and spoofed identity headers, hand the app
+//!    the verified peer identity (mTLS) and user (JWT `sub`), set
+//!    X-Forwarded-*, inject kawal's traceparent
+//! 5. forward to the app (pooled connection, deadline)
+//! 6. respond: the app's response streamed back, or kawal's error; the access
 //!    line is written when the response body ends
 
 use std::sync::Arc;
 
+use std::time::SystemTime;
+
+use http::header::AUTHORIZATION;
+use http::request::Parts;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
-use super::headers::{self, X_FORWARDED_PROTO, X_KAWAL_PEER_IDENTITY};
+use super::headers::{self, X_FORWARDED_PROTO, X_KAWAL_PEER_IDENTITY, X_KAWAL_USER};
 use super::upstream::Upstream;
 use super::{check_head, guard_request_body, prepare_forward, Direction, Exchange, Shared};
+use crate::auth::{Decision, JwtVerifier, Policy};
 use crate::body::BoxBody;
+use crate::error::ProxyError;
 use crate::metrics::RouteMetrics;
 use crate::server::ConnInfo;
 use crate::trace::RequestTrace;
@@ -31,6 +39,10 @@ pub struct Inbound {
     pub app: Arc<Upstream>,
     /// Deadline for the app's response head.
     pub timeout: std::time::Duration,
+    /// Who may call what.
+    pub policy: Policy,
+    /// Bearer token validation, when configured.
+    pub jwt: Option<Arc<JwtVerifier>>,
     /// Metrics handles for requests to the app.
     pub metrics: RouteMetrics,
 }
@@ -48,9 +60,13 @@ impl Inbound {
             // 2. check
             let target = check_head(&parts, &self.shared.limits)?;
             ex.uri = target.clone();
-            // 3. rewrite
+            // 3. authorize the verified peer, then authenticate the user
+            self.authorize(&parts, target.path(), &conn)?;
+            let user = self.authenticate(&parts)?;
+            ex.user_id = user.clone().or_else(|| conn.identity.clone());
+            // 4. rewrite
             let authority = headers::check_authority(parts.version, &parts.uri, &parts.headers)
-                .map_err(|e| crate::error::ProxyError::BadRequest(e.to_string()))?;
+                .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
             prepare_forward(&mut parts, target, authority.as_ref(), &trace);
             headers::strip_kawal_identity(&mut parts.headers);
             if let Some(id) = conn
@@ -60,12 +76,15 @@ impl Inbound {
             {
                 parts.headers.insert(X_KAWAL_PEER_IDENTITY, id);
             }
+            if let Some(user) = user.as_deref().and_then(|u| HeaderValue::from_str(u).ok()) {
+                parts.headers.insert(X_KAWAL_USER, user);
+            }
             headers::append_forwarded_for(&mut parts.headers, conn.peer.ip());
             let proto = if conn.tls { "https" } else { "http" };
             parts
                 .headers
                 .insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-            // 4. forward
+            // 5. forward
             ex.upstream = Some(self.app.name.clone());
             ex.attempts = 1;
             let body = guard_request_body(body, &self.shared.limits, ex.bytes_in.clone());
@@ -75,7 +94,48 @@ impl Inbound {
         }
         .await;
 
-        // 5. respond
+        // 6. respond
         ex.respond(result, &self.shared, self.metrics.clone())
+    }
+
+    /// The allow rules, on the verified identity and the normalized path.
+    fn authorize(&self, parts: &Parts, path: &str, conn: &ConnInfo) -> Result<(), ProxyError> {
+        let identity = conn.identity.as_deref();
+        match self.policy.decide(identity, &parts.method, path) {
+            Decision::Unrestricted => Ok(()),
+            Decision::Allow { rule } => {
+                tracing::debug!(
+                    event = "authz",
+                    decision = "allow",
+                    rule,
+                    peer = identity.unwrap_or("-"),
+                    path
+                );
+                Ok(())
+            }
+            Decision::Deny => {
+                tracing::warn!(
+                    event = "authz",
+                    decision = "deny",
+                    peer = identity.unwrap_or("-"),
+                    method = %parts.method,
+                    path,
+                    "request denied by policy"
+                );
+                Err(ProxyError::Forbidden)
+            }
+        }
+    }
+
+    /// The bearer token, when JWT validation is configured; its `sub`.
+    fn authenticate(&self, parts: &Parts) -> Result<Option<Arc<str>>, ProxyError> {
+        let Some(jwt) = &self.jwt else { return Ok(None) };
+        match jwt.verify(parts.headers.get(AUTHORIZATION), SystemTime::now()) {
+            Ok(claims) => Ok(claims.map(|c| Arc::from(c.sub))),
+            Err(e) => Err(ProxyError::Unauthenticated {
+                reason: e.reason(),
+                challenge: jwt.www_authenticate(&e),
+            }),
+        }
     }
 }

@@ -165,6 +165,8 @@ pub struct Exchange {
     pub error: Option<(&'static str, String)>,
     /// The verified peer identity, inbound over mTLS.
     pub peer_identity: Option<Arc<str>>,
+    /// The verified user: JWT `sub`, else the peer identity.
+    pub user_id: Option<Arc<str>>,
     /// The client's address.
     pub client: SocketAddr,
 }
@@ -183,6 +185,7 @@ impl Exchange {
             bytes_in: ByteCount::default(),
             error: None,
             peer_identity: None,
+            user_id: None,
             client,
         }
     }
@@ -266,7 +269,7 @@ impl Finish {
             duration: crate::log::millis(elapsed),
             upstream: e.upstream.as_deref(),
             attempts: e.attempts,
-            user_id: e.peer_identity.as_deref(),
+            user_id: e.user_id.as_deref(),
             peer_identity: e.peer_identity.as_deref(),
             bytes_in: e.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
             bytes_out,

@@ -2,6 +2,8 @@
 //! process with an in-memory access log, raw-socket helpers for hostile input.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;

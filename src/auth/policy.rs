@@ -1,0 +1,441 @@
+//! Authorization by verified peer identity: identity × method × path.
+//!
+//! A pure core, no I/O: [`AllowRule`] is the TOML shape (`[[inbound.allow]]`),
+//! [`Policy`] is the validated, compiled form, and [`Policy::decide`] answers
+//! one request. With no rules at all the policy is "not configured" and every
+//! request passes ([`Decision::Unrestricted`]); as soon as one rule exists,
+//! anything no rule allows is denied.
+//!
+//! Pattern syntax (identities and paths alike): an exact string, or a prefix
+//! ending in `/*`, which matches everything that starts with the prefix up to
+//! and including its final `/` (so `/orders/*` matches `/orders/1` and
+//! `/orders/1/items` but neither `/orders` nor `/ordersX`). A lone `*` means
+//! "any": any authenticated peer, any path. Matching is byte-exact and
+//! case-sensitive; the path must already be normalized by the caller.
+
+use http::Method;
+use serde::Deserialize;
+
+/// One `[[inbound.allow]]` rule, as written in the config file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowRule {
+    /// Peer identities allowed by this rule: exact, prefix ending in `/*`, or `*`.
+    pub identities: Vec<String>,
+    /// HTTP methods; absent or `["*"]` means any method.
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    /// Path patterns: exact, prefix ending in `/*`, or `*`; absent means any path.
+    #[serde(default)]
+    pub paths: Option<Vec<String>>,
+}
+
+/// The outcome of [`Policy::decide`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// No rules are configured: authorization is not enforced.
+    Unrestricted,
+    /// Allowed by the rule at this index (0-based, in config order).
+    Allow {
+        /// Index of the first rule that matched.
+        rule: usize,
+    },
+    /// No rule allows the request.
+    Deny,
+}
+
+impl Decision {
+    /// Whether the request may proceed.
+    pub fn is_allowed(self) -> bool {
+        !matches!(self, Decision::Deny)
+    }
+}
+
+/// A validated set of allow rules, ready to answer requests.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    identities: Vec<Pattern>,
+    // `None` means any method.
+    methods: Option<Vec<Method>>,
+    paths: Vec<Pattern>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pattern {
+    Any,
+    Exact(String),
+    /// Holds the prefix including its trailing `/`.
+    Prefix(String),
+}
+
+impl Pattern {
+    fn parse(raw: &str, what: &str) -> Result<Pattern, String> {
+        if raw == "*" {
+            return Ok(Pattern::Any);
+        }
+        if raw.is_empty() {
+            return Err(format!("empty {what} pattern"));
+        }
+        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "{what} pattern {raw:?} contains whitespace or control characters"
+            ));
+        }
+        let (body, prefix) = match raw.strip_suffix("/*") {
+            Some(head) => (head, true),
+            None => (raw, false),
+        };
+        if body.contains('*') {
+            return Err(format!(
+                "{what} pattern {raw:?}: `*` is allowed only alone or as a final `/*` segment"
+            ));
+        }
+        Ok(if prefix {
+            Pattern::Prefix(format!("{body}/"))
+        } else {
+            Pattern::Exact(raw.to_owned())
+        })
+    }
+
+    fn matches(&self, value: &str) -> bool {
+        match self {
+            Pattern::Any => true,
+            Pattern::Exact(e) => e == value,
+            Pattern::Prefix(p) => value.starts_with(p.as_str()),
+        }
+    }
+}
+
+fn parse_path(raw: &str) -> Result<Pattern, String> {
+    let pattern = Pattern::parse(raw, "path")?;
+    if pattern != Pattern::Any && !raw.starts_with('/') {
+        return Err(format!("path pattern {raw:?} must start with `/`"));
+    }
+    // The policy sees the path only; a query or fragment here could never match.
+    if raw.contains(['?', '#']) {
+        return Err(format!("path pattern {raw:?} must not contain `?` or `#`"));
+    }
+    Ok(pattern)
+}
+
+fn parse_methods(raw: &[String]) -> Result<Option<Vec<Method>>, String> {
+    if raw.is_empty() {
+        return Err("empty methods list (omit it to allow any method)".into());
+    }
+    if raw.iter().any(|m| m == "*") {
+        if raw.len() > 1 {
+            return Err("`*` in methods must be the only entry".into());
+        }
+        return Ok(None);
+    }
+    raw.iter()
+        .map(|m| {
+            // Methods are case-sensitive on the wire; a lowercase `get` would silently never match.
+            let valid = !m.is_empty()
+                && m.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b"-_.!".contains(&b));
+            if !valid {
+                return Err(format!("method {m:?} must be an uppercase token such as GET"));
+            }
+            Method::from_bytes(m.as_bytes()).map_err(|_| format!("invalid method {m:?}"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+fn compile(index: usize, rule: &AllowRule) -> Result<Rule, String> {
+    let at = |e: String| format!("inbound.allow[{index}]: {e}");
+    if rule.identities.is_empty() {
+        return Err(at(
+            "empty identities list (use [\"*\"] for any authenticated peer)".into(),
+        ));
+    }
+    let identities = rule
+        .identities
+        .iter()
+        .map(|i| Pattern::parse(i, "identity"))
+        .collect::<Result<_, _>>()
+        .map_err(at)?;
+    let methods = match &rule.methods {
+        Some(m) => parse_methods(m).map_err(at)?,
+        None => None,
+    };
+    let paths = match &rule.paths {
+        Some(p) if p.is_empty() => return Err(at("empty paths list (omit it to allow any path)".into())),
+        Some(p) => p
+            .iter()
+            .map(|p| parse_path(p))
+            .collect::<Result<_, _>>()
+            .map_err(at)?,
+        None => vec![Pattern::Any],
+    };
+    Ok(Rule {
+        identities,
+        methods,
+        paths,
+    })
+}
+
+impl Policy {
+    /// Validates and compiles the rules; the error names the offending rule.
+    pub fn new(rules: Vec<AllowRule>) -> Result<Policy, String> {
+        let rules = rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| compile(i, r))
+            .collect::<Result<_, _>>()?;
+        Ok(Policy { rules })
+    }
+
+    /// Whether any rule is configured (if not, everything is allowed).
+    pub fn is_enforced(&self) -> bool {
+        !self.rules.is_empty()
+    }
+
+    /// Decides one request. `identity` is the verified peer identity (`None`
+    /// for a plaintext or unauthenticated peer); `path` is the normalized path
+    /// without query.
+    pub fn decide(&self, identity: Option<&str>, method: &Method, path: &str) -> Decision {
+        if self.rules.is_empty() {
+            return Decision::Unrestricted;
+        }
+        // An empty identity is no identity: `*` means "any authenticated peer".
+        let Some(identity) = identity.filter(|i| !i.is_empty()) else {
+            return Decision::Deny;
+        };
+        self.rules
+            .iter()
+            .position(|r| {
+                r.identities.iter().any(|p| p.matches(identity))
+                    && r.methods.as_ref().is_none_or(|ms| ms.contains(method))
+                    && r.paths.iter().any(|p| p.matches(path))
+            })
+            .map_or(Decision::Deny, |rule| Decision::Allow { rule })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GATEWAY: &str = "spiffe://shop.local/ns/default/sa/gateway";
+
+    fn rule(ids: &[&str], methods: Option<&[&str]>, paths: Option<&[&str]>) -> AllowRule {
+        let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        AllowRule {
+            identities: own(ids),
+            methods: methods.map(own),
+            paths: paths.map(own),
+        }
+    }
+
+    fn policy(rules: Vec<AllowRule>) -> Policy {
+        Policy::new(rules).expect("valid policy")
+    }
+
+    #[test]
+    fn parses_the_documented_toml() {
+        #[derive(Deserialize)]
+        struct Inbound {
+            allow: Vec<AllowRule>,
+        }
+        #[derive(Deserialize)]
+        struct Cfg {
+            inbound: Inbound,
+        }
+        let cfg: Cfg = toml::from_str(
+            r#"
+            [[inbound.allow]]
+            identities = ["spiffe://shop.local/ns/default/sa/gateway", "spiffe://shop.local/ns/billing/*"]
+            methods = ["GET", "POST"]
+            paths = ["/orders/*", "/health"]
+
+            [[inbound.allow]]
+            identities = ["*"]
+            paths = ["/health"]
+            "#,
+        )
+        .expect("toml");
+        let p = policy(cfg.inbound.allow);
+        let billing = "spiffe://shop.local/ns/billing/sa/invoicer";
+        assert_eq!(
+            p.decide(Some(billing), &Method::POST, "/orders/7"),
+            Decision::Allow { rule: 0 }
+        );
+        assert_eq!(
+            p.decide(Some("other"), &Method::GET, "/health"),
+            Decision::Allow { rule: 1 }
+        );
+        assert_eq!(p.decide(Some("other"), &Method::GET, "/orders/7"), Decision::Deny);
+    }
+
+    #[test]
+    fn unknown_field_is_rejected() {
+        let err = toml::from_str::<AllowRule>("identities = [\"*\"]\npath = [\"/x\"]");
+        assert!(err.is_err());
+    }
+
+    #[test]
+    fn no_rules_means_unrestricted() {
+        let p = policy(vec![]);
+        assert!(!p.is_enforced());
+        assert_eq!(
+            p.decide(None, &Method::DELETE, "/anything"),
+            Decision::Unrestricted
+        );
+        assert!(Decision::Unrestricted.is_allowed());
+    }
+
+    #[test]
+    fn identity_exact_prefix_and_any() {
+        let p = policy(vec![
+            rule(&[GATEWAY], None, Some(&["/a"])),
+            rule(&["spiffe://shop.local/ns/billing/*"], None, Some(&["/b"])),
+            rule(&["*"], None, Some(&["/c"])),
+        ]);
+        assert_eq!(
+            p.decide(Some(GATEWAY), &Method::GET, "/a"),
+            Decision::Allow { rule: 0 }
+        );
+        assert_eq!(
+            p.decide(
+                Some("spiffe://shop.local/ns/default/sa/gateway2"),
+                &Method::GET,
+                "/a"
+            ),
+            Decision::Deny
+        );
+        assert_eq!(
+            p.decide(Some("spiffe://shop.local/ns/default/sa"), &Method::GET, "/a"),
+            Decision::Deny
+        );
+
+        let billing = "spiffe://shop.local/ns/billing/sa/x";
+        assert_eq!(
+            p.decide(Some(billing), &Method::GET, "/b"),
+            Decision::Allow { rule: 1 }
+        );
+        assert_eq!(
+            p.decide(Some("spiffe://shop.local/ns/billing"), &Method::GET, "/b"),
+            Decision::Deny
+        );
+        assert_eq!(
+            p.decide(Some("spiffe://shop.local/ns/billingX/sa"), &Method::GET, "/b"),
+            Decision::Deny
+        );
+        // Case-sensitive on purpose: identities come from certificates verbatim.
+        assert_eq!(
+            p.decide(Some("spiffe://shop.local/ns/Billing/sa/x"), &Method::GET, "/b"),
+            Decision::Deny
+        );
+
+        assert_eq!(
+            p.decide(Some("anyone.example"), &Method::GET, "/c"),
+            Decision::Allow { rule: 2 }
+        );
+    }
+
+    #[test]
+    fn no_identity_is_denied_when_rules_exist() {
+        let p = policy(vec![rule(&["*"], None, None)]);
+        assert_eq!(p.decide(None, &Method::GET, "/"), Decision::Deny);
+        assert_eq!(p.decide(Some(""), &Method::GET, "/"), Decision::Deny);
+        assert_eq!(
+            p.decide(Some(GATEWAY), &Method::GET, "/"),
+            Decision::Allow { rule: 0 }
+        );
+    }
+
+    #[test]
+    fn methods_any_and_listed() {
+        let p = policy(vec![
+            rule(&[GATEWAY], Some(&["GET", "POST"]), Some(&["/x"])),
+            rule(&[GATEWAY], Some(&["*"]), Some(&["/y"])),
+            rule(&[GATEWAY], None, Some(&["/z"])),
+        ]);
+        assert!(p.decide(Some(GATEWAY), &Method::POST, "/x").is_allowed());
+        assert_eq!(p.decide(Some(GATEWAY), &Method::DELETE, "/x"), Decision::Deny);
+        // HEAD is not implied by GET.
+        assert_eq!(p.decide(Some(GATEWAY), &Method::HEAD, "/x"), Decision::Deny);
+        let custom = Method::from_bytes(b"PURGE").expect("method");
+        assert_eq!(
+            p.decide(Some(GATEWAY), &custom, "/y"),
+            Decision::Allow { rule: 1 }
+        );
+        assert_eq!(
+            p.decide(Some(GATEWAY), &Method::PATCH, "/z"),
+            Decision::Allow { rule: 2 }
+        );
+    }
+
+    #[test]
+    fn path_prefix_boundaries() {
+        let p = policy(vec![rule(&["*"], None, Some(&["/orders/*", "/health"]))]);
+        let d = |path| p.decide(Some(GATEWAY), &Method::GET, path);
+        assert!(d("/orders/1").is_allowed());
+        assert!(d("/orders/1/items").is_allowed());
+        assert!(d("/orders/").is_allowed());
+        assert_eq!(d("/orders"), Decision::Deny);
+        assert_eq!(d("/ordersX"), Decision::Deny);
+        assert_eq!(d("/ordersX/1"), Decision::Deny);
+        assert!(d("/health").is_allowed());
+        assert_eq!(d("/health/"), Decision::Deny);
+        assert_eq!(d("/healthz"), Decision::Deny);
+        assert_eq!(d(""), Decision::Deny);
+
+        let root = policy(vec![rule(&["*"], None, Some(&["/*"]))]);
+        assert!(root.decide(Some(GATEWAY), &Method::GET, "/").is_allowed());
+        assert!(root.decide(Some(GATEWAY), &Method::GET, "/a/b").is_allowed());
+    }
+
+    #[test]
+    fn first_matching_rule_index_is_reported() {
+        let p = policy(vec![
+            rule(&["spiffe://a/*"], None, Some(&["/only"])),
+            rule(&[GATEWAY], Some(&["GET"]), None),
+            rule(&["*"], None, None),
+        ]);
+        assert_eq!(
+            p.decide(Some(GATEWAY), &Method::GET, "/q"),
+            Decision::Allow { rule: 1 }
+        );
+        assert_eq!(
+            p.decide(Some(GATEWAY), &Method::PUT, "/q"),
+            Decision::Allow { rule: 2 }
+        );
+        assert_eq!(
+            p.decide(Some("spiffe://a/b"), &Method::PUT, "/only"),
+            Decision::Allow { rule: 0 }
+        );
+    }
+
+    #[test]
+    fn invalid_patterns_are_rejected_with_the_rule_index() {
+        let bad = [
+            rule(&[], None, None),
+            rule(&["spiffe://a/*/b"], None, None),
+            rule(&["spiffe://a*"], None, None),
+            rule(&["spiffe://a/**"], None, None),
+            rule(&[""], None, None),
+            rule(&["spiffe://a b"], None, None),
+            rule(&["*"], Some(&["get"]), None),
+            rule(&["*"], Some(&["GET", "*"]), None),
+            rule(&["*"], Some(&[]), None),
+            rule(&["*"], Some(&["GE T"]), None),
+            rule(&["*"], None, Some(&["orders/*"])),
+            rule(&["*"], None, Some(&["/orders*"])),
+            rule(&["*"], None, Some(&["/a/*/b"])),
+            rule(&["*"], None, Some(&["/a?b=1"])),
+            rule(&["*"], None, Some(&[])),
+        ];
+        for r in bad {
+            let err = Policy::new(vec![rule(&["*"], None, None), r.clone()]).expect_err(&format!("{r:?}"));
+            assert!(err.starts_with("inbound.allow[1]: "), "{err}");
+        }
+    }
+}
