@@ -313,11 +313,8 @@ fn spawn_jwks_reloader(
         loop {
             tokio::time::sleep(every).await;
             let Some(v) = verifier.upgrade() else { return };
-            match tokio::task::spawn_blocking(move || v.reload()).await {
-                Ok(Err(e)) => {
-                    tracing::warn!(event = "jwks_reload_failed", error = %e, "JWKS reload failed, keeping the old keys")
-                }
-                Ok(Ok(())) | Err(_) => {}
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || v.reload()).await {
+                tracing::warn!(event = "jwks_reload_failed", error = %e, "JWKS reload failed, keeping the old keys");
             }
         }
     })

@@ -272,7 +272,7 @@ impl fmt::Display for Size {
         let (unit, mult) = SIZE_UNITS
             .iter()
             .rev()
-            .find(|(_, m)| self.0 % m == 0 && self.0 != 0)
+            .find(|(_, m)| self.0.is_multiple_of(*m) && self.0 != 0)
             .copied()
             .unwrap_or(("B", 1));
         write!(f, "{}{unit}", self.0 / mult)
