@@ -6,9 +6,6 @@ use std::process::ExitCode;
 
 use kawal::config::Config;
 
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const USAGE: &str = "usage: kawal --config FILE | kawal check FILE";
 
 fn main() -> ExitCode {

@@ -166,7 +166,8 @@ where
     F: Future<Output = Response<BoxBody>> + Send + 'static,
 {
     let svc = service_fn(move |req| {
-        let fut = handler(req, info.clone());
+        // Boxed once: the request future is large, and hyper moves it around.
+        let fut = Box::pin(handler(req, info.clone()));
         async move { Ok::<_, Infallible>(fut.await) }
     });
     let conn = watcher.watch(builder.serve_connection(TokioIo::new(io), svc).into_owned());
