@@ -3,9 +3,11 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use prometheus_client::metrics::gauge::Gauge;
 
 use crate::body::{self, BoxBody};
 use crate::log::Sink;
@@ -23,7 +25,12 @@ pub struct Admin {
     pub upstreams: Vec<Arc<Route>>,
     /// For the dropped-lines count.
     pub sink: Sink,
+    /// Loaded certificates: their expiry gauge and where to read `not_after`.
+    pub certs: Vec<(Gauge, CertExpiry)>,
 }
+
+/// Reads the `not_after` of the certificate currently in force.
+pub type CertExpiry = Box<dyn Fn() -> Option<SystemTime> + Send + Sync>;
 
 impl Admin {
     /// Serves one admin request.
@@ -33,6 +40,16 @@ impl Admin {
             "/ready" if self.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
             "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
             "/metrics" => {
+                let now = SystemTime::now();
+                for (gauge, not_after) in &self.certs {
+                    if let Some(t) = not_after() {
+                        let left = match t.duration_since(now) {
+                            Ok(d) => d.as_secs() as i64,
+                            Err(e) => -(e.duration().as_secs() as i64),
+                        };
+                        gauge.set(left);
+                    }
+                }
                 let mut res = text(StatusCode::OK, self.metrics.render(self.sink.dropped()));
                 res.headers_mut().insert(
                     header::CONTENT_TYPE,

@@ -99,6 +99,7 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut upstreams = Vec::new();
+    let mut certs: Vec<(_, admin::CertExpiry)> = Vec::new();
 
     // Bind everything first, so a port clash fails before anything is served.
     let inbound_listener = match &cfg.inbound {
@@ -134,6 +135,11 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
                     &shutdown_rx,
                     server.spawn_reloader(t.reload_interval.0),
                 );
+                let cert = server.clone();
+                certs.push((
+                    metrics.cert_expiry("inbound"),
+                    Box::new(move || Some(cert.not_after())),
+                ));
                 Some(server::TlsListener {
                     tls: server,
                     handshake_timeout: t.handshake_timeout.0,
@@ -223,6 +229,11 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
                         &shutdown_rx,
                         client.spawn_reloader(t.reload_interval.0),
                     );
+                    if client.not_after().is_some() {
+                        let cert = client.clone();
+                        let gauge = metrics.cert_expiry(&format!("upstream:{name}"));
+                        certs.push((gauge, Box::new(move || cert.not_after())));
+                    }
                     Some(client)
                 }
                 None => None,
@@ -274,6 +285,7 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         ready: AtomicBool::new(true),
         upstreams,
         sink,
+        certs,
     });
     {
         let state = admin_state.clone();

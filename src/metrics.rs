@@ -34,6 +34,11 @@ struct RetryLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertLabels {
+    cert: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabels {
     listener: &'static str,
 }
@@ -50,6 +55,7 @@ pub struct Metrics {
     retries: Family<RetryLabels, Counter>,
     budget_exhausted: Family<UpstreamLabels, Counter>,
     breaker_state: Family<UpstreamLabels, Gauge>,
+    cert_expiry: Family<CertLabels, Gauge>,
 }
 
 /// Retry and breaker metric handles of one upstream.
@@ -145,7 +151,14 @@ impl Default for Metrics {
             "Circuit breaker state per upstream: 0 closed, 1 open, 2 half-open",
             breaker_state.clone(),
         );
+        let cert_expiry = Family::<CertLabels, Gauge>::default();
+        registry.register(
+            "tls_cert_expiry_seconds",
+            "Seconds until the loaded certificate expires (negative: expired)",
+            cert_expiry.clone(),
+        );
         Self {
+            cert_expiry,
             retries,
             budget_exhausted,
             breaker_state,
@@ -188,6 +201,14 @@ impl Metrics {
             budget_exhausted: self.budget_exhausted.get_or_create_owned(&labels),
             breaker_state: self.breaker_state.get_or_create_owned(&labels),
         }
+    }
+
+    /// The expiry gauge of one certificate (`inbound`, `upstream:NAME`),
+    /// set when `/metrics` is read.
+    pub fn cert_expiry(&self, cert: &str) -> Gauge {
+        self.cert_expiry.get_or_create_owned(&CertLabels {
+            cert: cert.to_string(),
+        })
     }
 
     /// The open-connections gauge of a listener.
