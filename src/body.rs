@@ -60,6 +60,10 @@ pin_project_lite::pin_project! {
         // Created only the first time the peer makes us wait, so the common
         // fast body (already buffered) never allocates a timer.
         timer: Option<Pin<Box<Sleep>>>,
+        // Whether the timer runs for the current wait. It starts when we
+        // begin waiting, not at the last frame: time the other side spent
+        // not polling us (backpressure) is not the peer's idleness.
+        armed: bool,
         count: ByteCount,
     }
 }
@@ -73,6 +77,7 @@ impl<B> GuardedBody<B> {
             limit,
             idle,
             timer: None,
+            armed: false,
             count,
         }
     }
@@ -94,17 +99,21 @@ where
         let frame = match this.inner.poll_frame(cx) {
             Poll::Ready(frame) => frame,
             Poll::Pending => {
-                let deadline = Instant::now() + *this.idle;
-                let timer = this
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                ready!(timer.as_mut().poll(cx));
+                if !*this.armed {
+                    *this.armed = true;
+                    let deadline = Instant::now() + *this.idle;
+                    match this.timer.as_mut() {
+                        Some(timer) => timer.as_mut().reset(deadline),
+                        None => *this.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
+                }
+                if let Some(timer) = this.timer.as_mut() {
+                    ready!(timer.as_mut().poll(cx));
+                }
                 return Poll::Ready(Some(Err(BodyError::Idle(*this.idle).into())));
             }
         };
-        if let Some(timer) = this.timer.as_mut() {
-            timer.as_mut().reset(Instant::now() + *this.idle);
-        }
+        *this.armed = false;
         let frame = match frame {
             None => return Poll::Ready(None),
             Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),

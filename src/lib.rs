@@ -135,6 +135,9 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
                     &shutdown_rx,
                     server.spawn_reloader(t.reload_interval.0),
                 );
+                if t.client_ca.is_none() {
+                    tracing::warn!("inbound TLS without client_ca: clients are not authenticated (no mTLS)");
+                }
                 let cert = server.clone();
                 certs.push((
                     metrics.cert_expiry("inbound"),
@@ -159,6 +162,9 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
             tls: None,
         })
         .await;
+        if app.needs_resolving() {
+            abort_on_shutdown(&mut tasks, &shutdown_rx, app.spawn_resolver());
+        }
         let jwt = match &icfg.jwt {
             Some(j) => {
                 let verifier = Arc::new(

@@ -32,8 +32,11 @@ pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.request_head_timeout.0)
-        .max_buf_size(limits.max_request_head.0.max(8192) as usize)
-        .max_headers(limits.max_headers);
+        // Headroom over the configured limits: hyper's own refusal is a bare
+        // 431 with no log line, so kawal's checks (JSON error, access line)
+        // answer first and hyper only backstops.
+        .max_buf_size((2 * limits.max_request_head.0).max(8192) as usize)
+        .max_headers(2 * limits.max_headers);
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)

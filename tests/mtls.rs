@@ -193,3 +193,25 @@ async fn a_missing_key_file_stops_startup_with_a_clear_error() {
     let msg = err.to_string();
     assert!(msg.contains("inbound.tls") && msg.contains("nope.key"), "{msg}");
 }
+
+#[tokio::test]
+async fn without_server_identity_the_endpoint_host_name_is_verified() {
+    let pki = Pki::new("dns");
+    pki.leaf("a", A_ID);
+    pki.leaf_with_dns("b", B_ID, &["localhost"]);
+    let app = Upstream::echo().await;
+    let b = sidecar_b(&pki, &app).await;
+    let tls = format!(
+        "[upstreams.svc.tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"",
+        pki.path("ca.pem"),
+        pki.path("a.crt"),
+        pki.path("a.key")
+    );
+    // The endpoint is named: its name (not the resolved address) is checked.
+    let cfg = outbound_config(&[b.inbound()], &tls, "").replace(
+        &format!("\"{}\"]", b.inbound()),
+        &format!("\"localhost:{}\"]", b.inbound().port()),
+    );
+    let a = Proxy::start(&cfg).await;
+    assert_eq!(through_a(&a, false).await.status(), 200);
+}

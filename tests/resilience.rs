@@ -347,3 +347,21 @@ async fn breaker_on_a_dead_port_fails_fast_without_connecting() {
     let secs: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=30).contains(&secs), "{secs}");
 }
+
+#[tokio::test]
+async fn the_breaker_counts_5xx_that_are_not_retried() {
+    // 500 is not in the default retry list, but it says the upstream is unwell.
+    let upstream = scripted(&[500; 100]).await;
+    let cfg = outbound_config(
+        &[upstream.addr],
+        "[upstreams.svc.breaker]\nconsecutive_failures = 3\nopen_for = \"30s\"",
+        "",
+    );
+    let proxy = Proxy::start(&cfg).await;
+    for _ in 0..3 {
+        assert_eq!(get(&proxy).await.status(), 500);
+    }
+    assert_eq!(upstream.hits(), 3, "500 is not retried by default");
+    assert_eq!(get(&proxy).await.status(), 503);
+    assert_eq!(upstream.hits(), 3);
+}

@@ -567,6 +567,14 @@ fn validate(cfg: &Config) -> Vec<(Vec<String>, String)> {
         if let Err(msg) = crate::auth::Policy::new(inbound.allow.clone()) {
             bad(&["inbound", "allow"], msg);
         }
+        let mtls = inbound.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        if !inbound.allow.is_empty() && !mtls {
+            bad(
+                &["inbound", "allow"],
+                "allow rules match verified peer identities, which need [inbound.tls] client_ca (mTLS)"
+                    .into(),
+            );
+        }
     }
     if let Some(out) = &cfg.outbound {
         if let Some(name) = &out.default_upstream {

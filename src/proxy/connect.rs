@@ -23,12 +23,16 @@ use crate::tls::{describe_handshake_error, ClientTls};
 pub struct Connector {
     http: HttpConnector,
     tls: Option<Arc<ClientTls>>,
+    /// The configured host name of the endpoints, for SNI and the certificate
+    /// check when no `server_identity` is set: the URI only carries the
+    /// resolved address.
+    tls_host: Option<Arc<str>>,
 }
 
 impl Connector {
     /// A connector; `tls` = `None` for plain HTTP.
-    pub fn new(http: HttpConnector, tls: Option<Arc<ClientTls>>) -> Connector {
-        Connector { http, tls }
+    pub fn new(http: HttpConnector, tls: Option<Arc<ClientTls>>, tls_host: Option<Arc<str>>) -> Connector {
+        Connector { http, tls, tls_host }
     }
 }
 
@@ -48,7 +52,10 @@ impl tower_service::Service<Uri> for Connector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let host = uri.host().unwrap_or_default().to_string();
+        let host = match &self.tls_host {
+            Some(name) => name.to_string(),
+            None => uri.host().unwrap_or_default().to_string(),
+        };
         let tcp = self.http.call(uri);
         let tls = self.tls.clone();
         Box::pin(async move {

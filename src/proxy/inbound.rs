@@ -24,7 +24,7 @@ use hyper::body::Incoming;
 use super::headers::{self, X_FORWARDED_PROTO, X_KAWAL_PEER_IDENTITY, X_KAWAL_USER};
 use super::upstream::Upstream;
 use super::{check_head, guard_request_body, prepare_forward, Direction, Exchange, Shared};
-use crate::auth::{Decision, JwtVerifier, Policy};
+use crate::auth::{Decision, JwtError, JwtVerifier, Policy};
 use crate::body::BoxBody;
 use crate::error::ProxyError;
 use crate::metrics::RouteMetrics;
@@ -130,7 +130,13 @@ impl Inbound {
     /// The bearer token, when JWT validation is configured; its `sub`.
     fn authenticate(&self, parts: &Parts) -> Result<Option<Arc<str>>, ProxyError> {
         let Some(jwt) = &self.jwt else { return Ok(None) };
-        match jwt.verify(parts.headers.get(AUTHORIZATION), SystemTime::now()) {
+        // Two Authorization headers: the app might read another token than
+        // the one verified here.
+        let verified = match parts.headers.get_all(AUTHORIZATION).iter().nth(1) {
+            Some(_) => Err(JwtError::Malformed),
+            None => jwt.verify(parts.headers.get(AUTHORIZATION), SystemTime::now()),
+        };
+        match verified {
             Ok(claims) => Ok(claims.map(|c| Arc::from(c.sub))),
             Err(e) => Err(ProxyError::Unauthenticated {
                 reason: e.reason(),

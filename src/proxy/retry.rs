@@ -142,7 +142,9 @@ impl Resilience {
         let deadline = started + self.deadline;
         self.budget.record_request(started);
         let has_key = parts.headers.contains_key(IDEMPOTENCY_KEY);
-        let (method, uri, version, headers) = (parts.method, parts.uri, parts.version, parts.headers);
+        let (method, uri, version, mut headers) = (parts.method, parts.uri, parts.version, parts.headers);
+        // Keep a copy of the head only if a second attempt is possible at all.
+        let may_retry = self.policy.attempts > 1 && matches!(body, ReplayBody::Kept(_));
         loop {
             let now = Instant::now();
             let permit = self.acquire(upstream, now)?;
@@ -153,7 +155,11 @@ impl Resilience {
             *req.method_mut() = method.clone();
             *req.uri_mut() = uri.clone();
             *req.version_mut() = version;
-            *req.headers_mut() = headers.clone();
+            *req.headers_mut() = if may_retry {
+                headers.clone()
+            } else {
+                std::mem::take(&mut headers)
+            };
 
             let left = deadline.saturating_duration_since(now);
             let per_try = self.per_try_timeout.map_or(left, |t| t.min(left));
@@ -164,9 +170,16 @@ impl Resilience {
                     Some(Failure::Status(res.status().as_u16()))
                 }
                 Ok(_) => None,
-                Err(e) => failure_of(e, per_try < left),
+                Err(e) => failure_of(e),
             };
-            self.record(upstream, permit, failure.as_ref());
+            // The breaker hears of every 5xx, whatever the retry list says; an
+            // error that is not the upstream's (the client's body) is no verdict
+            // on it, so the permit is just given back.
+            let breaker_failure = match &result {
+                Ok(res) => Some(res.status().is_server_error()),
+                Err(_) => failure.as_ref().map(|f| self.policy.is_failure_for_breaker(f)),
+            };
+            self.record(upstream, permit, breaker_failure);
             let Some(failure) = failure else { return result };
 
             // A streamed body went with the first attempt: nothing to send again.
@@ -219,12 +232,17 @@ impl Resilience {
         }
     }
 
-    fn record(&self, upstream: &Upstream, guard: Option<PermitGuard<'_>>, failure: Option<&Failure>) {
-        let Some(mut guard) = guard else { return };
+    /// `failed`: `Some(true)` upstream failure, `Some(false)` success,
+    /// `None` no verdict (the permit is released by the guard).
+    fn record(&self, upstream: &Upstream, guard: Option<PermitGuard<'_>>, failed: Option<bool>) {
+        let (Some(mut guard), Some(failed)) = (guard, failed) else {
+            return;
+        };
         let Some(permit) = guard.permit.take() else { return };
-        let outcome = match failure {
-            Some(f) if self.policy.is_failure_for_breaker(f) => Outcome::Failure,
-            _ => Outcome::Success,
+        let outcome = if failed {
+            Outcome::Failure
+        } else {
+            Outcome::Success
         };
         if let Some(t) = guard.breaker.record(permit, outcome, Instant::now()) {
             self.log_transition(upstream, t);
@@ -277,14 +295,13 @@ impl Drop for PermitGuard<'_> {
 
 /// How an attempt failed, in the policy's terms; `None` = not an upstream
 /// fault (the client's body, an internal error): never retried or counted.
-fn failure_of(err: &ProxyError, per_try_cut: bool) -> Option<Failure> {
+fn failure_of(err: &ProxyError) -> Option<Failure> {
     match err {
         // A TLS failure is a connect failure: no request byte was sent.
         ProxyError::UpstreamConnect { .. } | ProxyError::UpstreamTls { .. } => Some(Failure::ConnectRefused),
         ProxyError::UpstreamTimeout { connect: true, .. } => Some(Failure::ConnectTimeout),
-        ProxyError::UpstreamTimeout { .. } if per_try_cut => Some(Failure::PerTryTimeout),
-        // The overall deadline passed: the breaker still hears of it, the
-        // policy will refuse a retry since no time is left.
+        // Per-try or overall deadline: after the overall one no retry fits
+        // the time left, so the two need no telling apart here.
         ProxyError::UpstreamTimeout { .. } => Some(Failure::PerTryTimeout),
         ProxyError::UpstreamReset { .. } => Some(Failure::Reset {
             response_started: false,

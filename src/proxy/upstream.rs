@@ -82,7 +82,11 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .http2_only(settings.protocol == Protocol::Http2)
-            .build(Connector::new(connector, settings.tls.clone()));
+            .build(Connector::new(
+                connector,
+                settings.tls.clone(),
+                dns_name(&settings.endpoints),
+            ));
         let up = Arc::new(Upstream {
             name: settings.name.clone(),
             endpoints: ArcSwap::from_pointee(Vec::new()),
@@ -262,6 +266,15 @@ impl Upstream {
 
 fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
     find::<std::io::Error>(err).is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+}
+
+/// The first endpoint given by DNS name: the name TLS expects the server to
+/// have, when no `server_identity` says otherwise.
+fn dns_name(endpoints: &[HostPort]) -> Option<Arc<str>> {
+    endpoints
+        .iter()
+        .find(|e| e.host.parse::<std::net::IpAddr>().is_err())
+        .map(|e| Arc::from(e.host.as_str()))
 }
 
 /// `outer: inner: innermost`, for the log's error detail.

@@ -180,11 +180,12 @@ impl RetryPolicy {
     }
 
     /// Whether `failure` says the upstream is unwell, for the circuit breaker:
-    /// connect errors, resets, timeouts and the configured 5xx. Never a 4xx (429
-    /// included: the upstream is working as designed), never an unlisted status.
+    /// connect errors, resets, timeouts and any 5xx (retried or not). Never a
+    /// 4xx (429 included: the upstream is working as designed).
     pub fn is_failure_for_breaker(&self, failure: &Failure) -> bool {
         match *failure {
-            Failure::Status(status) => (500..600).contains(&status) && self.retry_on_status.contains(&status),
+            // Any 5xx says the upstream is unwell, retried or not.
+            Failure::Status(status) => (500..600).contains(&status),
             Failure::ConnectRefused
             | Failure::ConnectTimeout
             | Failure::Reset { .. }
@@ -405,13 +406,14 @@ mod tests {
             Failure::ConnectTimeout,
             Failure::PerTryTimeout,
             Failure::Status(503),
+            Failure::Status(500),
         ] {
             assert!(policy.is_failure_for_breaker(&failure), "{failure:?}");
         }
         assert!(policy.is_failure_for_breaker(&Failure::Reset {
             response_started: true
         }));
-        for status in [404, 429, 400, 500, 200] {
+        for status in [404, 429, 400, 200] {
             assert!(
                 !policy.is_failure_for_breaker(&Failure::Status(status)),
                 "{status}"

@@ -36,9 +36,19 @@ impl Pki {
 
     /// Writes NAME.crt / NAME.key for a sidecar with SPIFFE id `id`.
     pub fn leaf(&self, name: &str, id: &str) {
+        self.leaf_with_dns(name, id, &[]);
+    }
+
+    /// Like `leaf`, with DNS SANs too.
+    pub fn leaf_with_dns(&self, name: &str, id: &str, dns: &[&str]) {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::default();
         params.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
+        for d in dns {
+            params
+                .subject_alt_names
+                .push(SanType::DnsName((*d).try_into().unwrap()));
+        }
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
