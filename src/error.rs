@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::{header, HeaderValue, Response, StatusCode};
 
-use crate::body::{self, BoxBody};
+use crate::body::{self, BodyError, BoxBody};
 use crate::proxy::headers::X_KAWAL_ERROR;
 
 /// A failure kawal reports to its client instead of an upstream response.
@@ -200,6 +200,26 @@ impl ProxyError {
         }
         res
     }
+}
+
+impl From<BodyError> for ProxyError {
+    /// The client's own body failed the exchange: its fault, not the upstream's.
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::TooLarge(n) => ProxyError::PayloadTooLarge(n),
+            BodyError::Idle(d) => ProxyError::ClientTimeout(d),
+        }
+    }
+}
+
+/// `outer: inner: innermost`, for the log's error detail.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    for e in std::iter::successors(err.source(), |e| e.source()) {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+    }
+    out
 }
 
 /// The first error of type `E` in a source chain.

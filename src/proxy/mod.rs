@@ -304,7 +304,7 @@ impl Body for LoggedBody {
                     self.bytes_out += data.len() as u64;
                 }
             }
-            Poll::Ready(Some(Err(e))) => self.done = Some(Some(crate::proxy::upstream::error_chain(&**e))),
+            Poll::Ready(Some(Err(e))) => self.done = Some(Some(crate::error::error_chain(&**e))),
             Poll::Ready(None) => self.done = Some(None),
             Poll::Pending => {}
         }

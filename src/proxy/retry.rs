@@ -121,8 +121,7 @@ impl Resilience {
             Some(len) if len <= self.max_replay_body => match body.collect().await {
                 Ok(collected) => Ok(ReplayBody::Kept(collected.to_bytes())),
                 Err(e) => Err(match crate::body::body_error_in(&*e) {
-                    Some(crate::body::BodyError::Idle(d)) => ProxyError::ClientTimeout(d),
-                    Some(crate::body::BodyError::TooLarge(n)) => ProxyError::PayloadTooLarge(n),
+                    Some(body_error) => body_error.into(),
                     None => ProxyError::BadRequest(format!("request body: {e}")),
                 }),
             },

@@ -21,9 +21,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rand::Rng;
 
-use crate::body::{body_error_in, BodyError, BoxBody};
+use crate::body::{body_error_in, BoxBody};
 use crate::config::{HostPort, Protocol};
-use crate::error::{find, ProxyError};
+use crate::error::{error_chain, find, ProxyError};
 use crate::proxy::connect::{Connector, TlsConnectError};
 use crate::tls::ClientTls;
 
@@ -238,10 +238,8 @@ impl Upstream {
     fn classify(&self, err: hyper_util::client::legacy::Error) -> ProxyError {
         let upstream = self.name.to_string();
         // The client's own request body may be why the exchange failed.
-        match body_error_in(&err) {
-            Some(BodyError::TooLarge(n)) => return ProxyError::PayloadTooLarge(n),
-            Some(BodyError::Idle(d)) => return ProxyError::ClientTimeout(d),
-            None => {}
+        if let Some(e) = body_error_in(&err) {
+            return e.into();
         }
         let cause = error_chain(&err);
         if let Some(tls) = find::<TlsConnectError>(&err) {
@@ -275,16 +273,4 @@ fn dns_name(endpoints: &[HostPort]) -> Option<Arc<str>> {
         .iter()
         .find(|e| e.host.parse::<std::net::IpAddr>().is_err())
         .map(|e| Arc::from(e.host.as_str()))
-}
-
-/// `outer: inner: innermost`, for the log's error detail.
-pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        cur = e.source();
-    }
-    out
 }
