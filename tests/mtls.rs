@@ -67,19 +67,10 @@ async fn mtls_between_sidecars_hands_the_verified_identity_to_the_app() {
 
     // Both ends expose how long their certificate has left (about a day here).
     for (proxy, cert) in [(&b, "inbound"), (&a, "upstream:svc")] {
-        let metrics = client()
-            .get(format!("http://{}/metrics", proxy.admin()))
-            .send()
-            .await
-            .unwrap();
-        let metrics = metrics.text().await.unwrap();
-        let prefix = format!("kawal_tls_cert_expiry_seconds{{cert=\"{cert}\"}} ");
-        let secs: i64 = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no expiry for {cert} in {metrics}"));
-        assert!((80_000..=86_400).contains(&secs), "{secs}");
+        let secs = proxy
+            .metric(&format!("kawal_tls_cert_expiry_seconds{{cert=\"{cert}\"}}"))
+            .await;
+        assert!((80_000.0..=86_400.0).contains(&secs), "{secs}");
     }
 }
 

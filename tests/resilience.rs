@@ -46,15 +46,11 @@ async fn get_succeeds_after_two_503s_in_three_attempts() {
     assert_eq!(upstream.hits(), 3);
     res.bytes().await.unwrap();
     assert_eq!(proxy.wait_log_lines(1).await[0]["attempts"], 3);
-    let metrics = client()
-        .get(format!("http://{}/metrics", proxy.admin()))
-        .send()
-        .await
-        .unwrap();
-    let metrics = metrics.text().await.unwrap();
-    assert!(
-        metrics.contains(r#"kawal_retries_total{upstream="svc",reason="status"} 2"#),
-        "{metrics}"
+    assert_eq!(
+        proxy
+            .metric(r#"kawal_retries_total{upstream="svc",reason="status"}"#)
+            .await,
+        2.0
     );
 }
 
@@ -238,18 +234,12 @@ async fn the_budget_caps_retries_against_a_permanently_failing_upstream() {
         upstream.hits()
     );
     assert!(upstream.hits() > requests, "some retries were allowed");
-    let metrics = client()
-        .get(format!("http://{}/metrics", proxy.admin()))
-        .send()
-        .await
-        .unwrap();
-    let metrics = metrics.text().await.unwrap();
-    let exhausted: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(r#"kawal_retry_budget_exhausted_total{upstream="svc"} "#))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no budget metric in {metrics}"));
-    assert!(exhausted > 0, "{metrics}");
+    assert!(
+        proxy
+            .metric(r#"kawal_retry_budget_exhausted_total{upstream="svc"}"#)
+            .await
+            > 0.0
+    );
 }
 
 /// An upstream that, while `healthy` is false, accepts and immediately drops
@@ -306,16 +296,7 @@ async fn breaker_opens_after_consecutive_failures_fails_fast_then_half_open_prob
     let admin = format!("http://{}/upstreams", proxy.admin());
     let view: serde_json::Value = client().get(&admin).send().await.unwrap().json().await.unwrap();
     assert_eq!(view["upstreams"][0]["breaker"]["state"], "open");
-    let metrics = client()
-        .get(format!("http://{}/metrics", proxy.admin()))
-        .send()
-        .await
-        .unwrap();
-    assert!(metrics
-        .text()
-        .await
-        .unwrap()
-        .contains(r#"kawal_breaker_state{upstream="svc"} 1"#));
+    assert_eq!(proxy.metric(r#"kawal_breaker_state{upstream="svc"}"#).await, 1.0);
 
     // The upstream comes back; after the cool-down one probe closes the breaker.
     healthy.store(true, Ordering::SeqCst);

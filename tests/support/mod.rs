@@ -175,6 +175,21 @@ impl Proxy {
         panic!("expected {n} access log lines, got {}: {lines:?}", lines.len());
     }
 
+    /// The value of one series on `/metrics` (e.g. `kawal_breaker_state{upstream="svc"}`).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = client()
+            .get(format!("http://{}/metrics", self.admin()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in {text}"))
+    }
+
     pub async fn shutdown(mut self) {
         if let Some(k) = self.kawal.take() {
             k.shutdown().await;
