@@ -41,6 +41,11 @@ impl Pki {
 
     /// Like `leaf`, with DNS SANs too.
     pub fn leaf_with_dns(&self, name: &str, id: &str, dns: &[&str]) {
+        self.leaf_valid(name, id, dns, Duration::from_secs(86_400));
+    }
+
+    /// A leaf valid from an hour ago for `valid_for` from now.
+    pub fn leaf_valid(&self, name: &str, id: &str, dns: &[&str], valid_for: Duration) {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::default();
         params.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
@@ -54,7 +59,7 @@ impl Pki {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         params.not_before = (SystemTime::now() - Duration::from_secs(3600)).into();
-        params.not_after = (SystemTime::now() + Duration::from_secs(86_400)).into();
+        params.not_after = (SystemTime::now() + valid_for).into();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         std::fs::write(self.path(&format!("{name}.crt")), cert.pem()).unwrap();
         std::fs::write(self.path(&format!("{name}.key")), key.serialize_pem()).unwrap();
