@@ -64,13 +64,14 @@ pin_project_lite::pin_project! {
         // begin waiting, not at the last frame: time the other side spent
         // not polling us (backpressure) is not the peer's idleness.
         armed: bool,
-        count: ByteCount,
+        count: Option<ByteCount>,
     }
 }
 
 impl<B> GuardedBody<B> {
-    /// Wraps `inner`; `limit` bytes at most, `idle` at most between frames.
-    pub fn new(inner: B, limit: u64, idle: Duration, count: ByteCount) -> Self {
+    /// Wraps `inner`; `limit` bytes at most, `idle` at most between frames;
+    /// data bytes are added to `count` when given.
+    pub fn new(inner: B, limit: u64, idle: Duration, count: Option<ByteCount>) -> Self {
         Self {
             inner,
             remaining: limit,
@@ -126,7 +127,9 @@ where
                 return Poll::Ready(Some(Err(BodyError::TooLarge(*this.limit).into())));
             }
             *this.remaining -= n;
-            this.count.fetch_add(n, Ordering::Relaxed);
+            if let Some(count) = this.count {
+                count.fetch_add(n, Ordering::Relaxed);
+            }
         }
         Poll::Ready(Some(Ok(frame)))
     }
@@ -161,7 +164,12 @@ mod tests {
     #[tokio::test]
     async fn passes_bodies_within_the_limit_and_counts_them() {
         let count = ByteCount::default();
-        let body = GuardedBody::new(chunks(&[b"abc", b"de"]), 5, Duration::from_secs(1), count.clone());
+        let body = GuardedBody::new(
+            chunks(&[b"abc", b"de"]),
+            5,
+            Duration::from_secs(1),
+            Some(count.clone()),
+        );
         let bytes = body.collect().await.unwrap().to_bytes();
         assert_eq!(&bytes[..], b"abcde");
         assert_eq!(count.load(Ordering::Relaxed), 5);
@@ -169,12 +177,7 @@ mod tests {
 
     #[tokio::test]
     async fn fails_a_body_over_the_limit() {
-        let body = GuardedBody::new(
-            chunks(&[b"abc", b"def"]),
-            5,
-            Duration::from_secs(1),
-            ByteCount::default(),
-        );
+        let body = GuardedBody::new(chunks(&[b"abc", b"def"]), 5, Duration::from_secs(1), None);
         let err = body.collect().await.unwrap_err();
         assert_eq!(body_error_in(&*err), Some(BodyError::TooLarge(5)));
     }
@@ -182,7 +185,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn fails_a_body_that_stalls() {
         let stalled = StreamBody::new(futures_util::stream::pending::<Result<Frame<Bytes>, BoxError>>());
-        let body = GuardedBody::new(stalled, 5, Duration::from_secs(3), ByteCount::default());
+        let body = GuardedBody::new(stalled, 5, Duration::from_secs(3), None);
         let err = body.collect().await.unwrap_err();
         assert_eq!(
             body_error_in(&*err),

@@ -53,7 +53,7 @@ impl Inbound {
         let (mut parts, body) = req.into_parts();
         // 1. trace
         let trace = RequestTrace::from_headers(&parts.headers);
-        let mut ex = Exchange::new(Direction::Inbound, &parts, trace, conn.peer);
+        let mut ex = Exchange::new(Direction::Inbound, &parts, trace);
         ex.peer_identity = conn.identity.clone();
 
         let result = async {

@@ -13,7 +13,6 @@ pub mod path;
 pub mod retry;
 pub mod upstream;
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -139,7 +138,13 @@ pub fn prepare_forward(
 
 /// Wraps a client's request body with the size cap and the idle timeout.
 pub fn guard_request_body(body: Incoming, limits: &Limits, count: ByteCount) -> BoxBody {
-    GuardedBody::new(body, limits.max_request_body.0, limits.body_idle_timeout.0, count).boxed_unsync()
+    GuardedBody::new(
+        body,
+        limits.max_request_body.0,
+        limits.body_idle_timeout.0,
+        Some(count),
+    )
+    .boxed_unsync()
 }
 
 /// Everything the access log line and the metrics need, carried with the
@@ -167,13 +172,11 @@ pub struct Exchange {
     pub peer_identity: Option<Arc<str>>,
     /// The verified user: JWT `sub`, else the peer identity.
     pub user_id: Option<Arc<str>>,
-    /// The client's address.
-    pub client: SocketAddr,
 }
 
 impl Exchange {
     /// Starts the record of one request.
-    pub fn new(direction: Direction, parts: &Parts, trace: RequestTrace, client: SocketAddr) -> Exchange {
+    pub fn new(direction: Direction, parts: &Parts, trace: RequestTrace) -> Exchange {
         Exchange {
             direction,
             started: Instant::now(),
@@ -186,7 +189,6 @@ impl Exchange {
             error: None,
             peer_identity: None,
             user_id: None,
-            client,
         }
     }
 
@@ -202,12 +204,7 @@ impl Exchange {
             Ok(res) => {
                 let (mut parts, body) = res.into_parts();
                 headers::strip_hop_by_hop(&mut parts.headers);
-                let body = GuardedBody::new(
-                    body,
-                    u64::MAX,
-                    shared.limits.body_idle_timeout.0,
-                    ByteCount::default(),
-                );
+                let body = GuardedBody::new(body, u64::MAX, shared.limits.body_idle_timeout.0, None);
                 Response::from_parts(parts, body.boxed_unsync())
             }
             Err(err) => {

@@ -52,11 +52,11 @@ pub struct Outbound {
 
 impl Outbound {
     /// Handles one outbound request; never fails (errors become responses).
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<BoxBody> {
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, _conn: Arc<ConnInfo>) -> Response<BoxBody> {
         let (mut parts, body) = req.into_parts();
         // 1. trace
         let trace = RequestTrace::from_headers(&parts.headers);
-        let mut ex = Exchange::new(Direction::Outbound, &parts, trace, conn.peer);
+        let mut ex = Exchange::new(Direction::Outbound, &parts, trace);
         let mut metrics = self.unrouted.clone();
 
         let result = async {
