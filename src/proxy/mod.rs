@@ -129,7 +129,9 @@ pub fn prepare_forward(
     parts.uri = target;
     headers::strip_hop_by_hop(&mut parts.headers);
     trace.inject(&mut parts.headers);
-    if let Some(authority) = authority {
+    // Usually Host already says it: rewrite only when it does not.
+    let host = parts.headers.get(header::HOST).map(HeaderValue::as_bytes);
+    if let Some(authority) = authority.filter(|a| host != Some(a.as_str().as_bytes())) {
         if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
             parts.headers.insert(header::HOST, host);
         }
