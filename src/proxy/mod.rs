@@ -206,6 +206,9 @@ impl Exchange {
             Ok(res) => {
                 let (mut parts, body) = res.into_parts();
                 headers::strip_hop_by_hop(&mut parts.headers);
+                // The upstream's HTTP version is its own business: the client
+                // gets what its connection speaks (hyper adapts from 1.1).
+                parts.version = http::Version::HTTP_11;
                 let body = GuardedBody::new(body, u64::MAX, shared.limits.body_idle_timeout.0, None);
                 Response::from_parts(parts, body.boxed_unsync())
             }
