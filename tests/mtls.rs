@@ -166,6 +166,25 @@ async fn a_client_certificate_from_another_ca_is_refused() {
 }
 
 #[tokio::test]
+async fn expired_and_not_yet_valid_client_certificates_are_refused() {
+    let day = Duration::from_secs(86_400);
+    let now = std::time::SystemTime::now();
+    for (tag, not_before, not_after) in [
+        ("expired", now - 2 * day, now - day),
+        ("early", now + day, now + 2 * day),
+    ] {
+        let pki = Pki::new(tag);
+        pki.leaf("b", B_ID);
+        pki.leaf_between("a", A_ID, &[], not_before, not_after);
+        let app = Upstream::echo().await;
+        let b = sidecar_b(&pki, &app).await;
+        let a = sidecar_a(&pki, b.inbound(), B_ID).await;
+        assert_eq!(through_a(&a, false).await.status(), 502, "{tag}");
+        assert_eq!(app.hits(), 0, "{tag}");
+    }
+}
+
+#[tokio::test]
 async fn a_missing_key_file_stops_startup_with_a_clear_error() {
     let pki = Pki::new("missing");
     pki.leaf("b", B_ID);

@@ -46,6 +46,19 @@ impl Pki {
 
     /// A leaf valid from an hour ago for `valid_for` from now.
     pub fn leaf_valid(&self, name: &str, id: &str, dns: &[&str], valid_for: Duration) {
+        let now = SystemTime::now();
+        self.leaf_between(name, id, dns, now - Duration::from_secs(3600), now + valid_for);
+    }
+
+    /// A leaf valid between two instants (either may be past or future).
+    pub fn leaf_between(
+        &self,
+        name: &str,
+        id: &str,
+        dns: &[&str],
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::default();
         params.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
@@ -58,8 +71,8 @@ impl Pki {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        params.not_before = (SystemTime::now() - Duration::from_secs(3600)).into();
-        params.not_after = (SystemTime::now() + valid_for).into();
+        params.not_before = not_before.into();
+        params.not_after = not_after.into();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         std::fs::write(self.path(&format!("{name}.crt")), cert.pem()).unwrap();
         std::fs::write(self.path(&format!("{name}.key")), key.serialize_pem()).unwrap();
