@@ -40,14 +40,9 @@ impl Admin {
             "/ready" if self.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
             "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
             "/metrics" => {
-                let now = SystemTime::now();
                 for (gauge, not_after) in &self.certs {
                     if let Some(t) = not_after() {
-                        let left = match t.duration_since(now) {
-                            Ok(d) => d.as_secs() as i64,
-                            Err(e) => -(e.duration().as_secs() as i64),
-                        };
-                        gauge.set(left);
+                        gauge.set(crate::tls::secs_until(t));
                     }
                 }
                 let mut res = text(StatusCode::OK, self.metrics.render(self.sink.dropped()));

@@ -99,10 +99,7 @@ impl Upstream {
 
     /// Whether some endpoint is a DNS name that needs re-resolving.
     pub fn needs_resolving(&self) -> bool {
-        self.settings
-            .endpoints
-            .iter()
-            .any(|e| e.host.parse::<std::net::IpAddr>().is_err())
+        self.settings.endpoints.iter().any(is_dns_name)
     }
 
     /// Re-resolves every `resolve_interval` until the returned task is aborted.
@@ -133,9 +130,7 @@ impl Upstream {
                     addrs.extend(
                         current
                             .iter()
-                            .filter(|c| {
-                                c.addr.port() == ep.port && ep.host.parse::<std::net::IpAddr>().is_err()
-                            })
+                            .filter(|c| c.addr.port() == ep.port && is_dns_name(ep))
                             .map(|c| c.addr),
                     );
                 }
@@ -266,11 +261,16 @@ fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
     find::<std::io::Error>(err).is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
 }
 
+/// Whether an endpoint is given by name (resolved, re-resolved) rather than IP.
+fn is_dns_name(endpoint: &HostPort) -> bool {
+    endpoint.host.parse::<std::net::IpAddr>().is_err()
+}
+
 /// The first endpoint given by DNS name: the name TLS expects the server to
 /// have, when no `server_identity` says otherwise.
 fn dns_name(endpoints: &[HostPort]) -> Option<Arc<str>> {
     endpoints
         .iter()
-        .find(|e| e.host.parse::<std::net::IpAddr>().is_err())
+        .find(|e| is_dns_name(e))
         .map(|e| Arc::from(e.host.as_str()))
 }

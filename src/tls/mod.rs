@@ -32,6 +32,7 @@ use std::sync::Arc;
 pub use client::{ClientTls, ClientTlsFiles, ALPN_H2, ALPN_HTTP1};
 pub use error::{describe_handshake_error, TlsError};
 pub use identity::peer_identity;
+pub use reload::secs_until;
 pub use server::{ServerTls, ServerTlsFiles};
 
 /// The one crypto provider kawal uses. Passed explicitly to every builder so

@@ -106,7 +106,7 @@ pub(crate) fn spawn<T: Reload>(this: &Arc<T>, every: Duration) -> JoinHandle<()>
 }
 
 /// Seconds from now until `t`; negative once it has passed.
-pub(crate) fn secs_until(t: SystemTime) -> i64 {
+pub fn secs_until(t: SystemTime) -> i64 {
     match t.duration_since(SystemTime::now()) {
         Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
         Err(e) => i64::try_from(e.duration().as_secs()).map_or(i64::MIN, |s| -s),
