@@ -51,6 +51,7 @@ pub struct Kawal {
     admin_state: Arc<admin::Admin>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    exporter: Option<(tokio::task::JoinHandle<()>, std::time::Duration)>,
 }
 
 /// Why kawal could not start.
@@ -90,10 +91,18 @@ async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, S
 /// Binds every configured listener and starts serving.
 pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
     let metrics = Metrics::default();
+    let (spans, exporter) = trace::export::Spans::start(&cfg.tracing, &cfg.service.name, metrics.spans()).unzip();
+    // At shutdown the last spans get one flush interval and one export to go out.
+    let exporter = exporter.map(|task| (task, cfg.tracing.flush_interval.0 + cfg.tracing.export_timeout.0));
     let shared = Arc::new(Shared {
         service: cfg.service.name.as_str().into(),
         limits: cfg.limits.clone(),
-        access_log: (cfg.log.level >= LogLevel::Info).then(|| sink.clone()),
+        access_log: (cfg.log.level >= LogLevel::Info).then(|| log::AccessLog {
+            sink: sink.clone(),
+            format: cfg.log.format,
+        }),
+        propagator: trace::Propagator::new(&cfg.tracing),
+        spans,
     });
     let grace = cfg.service.shutdown_grace.0;
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -275,6 +284,10 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
                 .and_then(|n| by_name.get(n).cloned()),
             routes,
             unrouted: metrics.route("outbound", ""),
+            user_header: ocfg
+                .user_header
+                .as_ref()
+                .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
         });
         let open = metrics.connections("outbound");
         let builder = server::http_builder(&cfg.limits);
@@ -317,6 +330,7 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         admin_state,
         shutdown,
         tasks,
+        exporter,
     })
 }
 
@@ -358,6 +372,9 @@ impl Kawal {
         self.admin_state.ready.store(false, Ordering::Release);
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
+        if let Some((exporter, bound)) = self.exporter {
+            let _ = tokio::time::timeout(bound, exporter).await;
+        }
         tracing::info!("kawal stopped");
     }
 }

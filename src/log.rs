@@ -56,14 +56,15 @@ impl Sink {
     }
 }
 
-/// Installs the process-event subscriber (once, in `main`).
-pub fn init(sink: &Sink, level: LogLevel, format: LogFormat, service: &str) {
+/// Installs the process-event subscriber (once, in `main`). Returns whether
+/// access lines pass the filter (`[log] level`, or `RUST_LOG` when set).
+pub fn init(sink: &Sink, level: LogLevel, format: LogFormat, service: &str) -> bool {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| v.parse::<tracing_subscriber::EnvFilter>().ok())
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(level_str(level)));
     let Sink::Stdout(writer) = sink.clone() else {
-        return;
+        return level >= LogLevel::Info;
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -76,6 +77,7 @@ pub fn init(sink: &Sink, level: LogLevel, format: LogFormat, service: &str) {
             .try_init(),
         LogFormat::Text => builder.with_target(false).try_init(),
     };
+    tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO)
 }
 
 fn level_str(level: LogLevel) -> &'static str {
@@ -196,14 +198,68 @@ pub struct AccessLine<'a> {
     pub error_detail: Option<&'a str>,
 }
 
-impl AccessLine<'_> {
+/// Where access lines go, and in which format.
+#[derive(Clone)]
+pub struct AccessLog {
+    /// The line sink.
+    pub sink: Sink,
+    /// `json` or `text`.
+    pub format: LogFormat,
+}
+
+/// The target access lines are filtered by (`RUST_LOG=kawal::access=off`
+/// silences them; `RUST_LOG=warn` too).
+pub const ACCESS_TARGET: &str = "kawal::access";
+
+impl AccessLog {
     /// Serializes the line and hands it to the sink.
-    pub fn write(&self, sink: &Sink) {
+    pub fn write(&self, line: &AccessLine<'_>) {
         let mut buf = Vec::with_capacity(512);
-        if serde_json::to_writer(&mut buf, self).is_ok() {
+        let written = match self.format {
+            LogFormat::Json => serde_json::to_writer(&mut buf, line).map_err(std::io::Error::from),
+            LogFormat::Text => line.write_text(&mut buf),
+        };
+        if written.is_ok() {
             buf.push(b'\n');
-            sink.write_line(&buf);
+            self.sink.write_line(&buf);
         }
+    }
+}
+
+impl AccessLine<'_> {
+    /// One human-readable line for local development, e.g.
+    /// `… INFO kawal::access: inbound GET /x 200 1.234ms trace=… span=…`.
+    fn write_text(&self, out: &mut Vec<u8>) -> std::io::Result<()> {
+        write!(
+            out,
+            "{} {:>5} {ACCESS_TARGET}: {} {} {} {} {:.3}ms trace={} span={}",
+            self.timestamp,
+            "INFO",
+            self.direction,
+            self.method,
+            self.path,
+            self.status_code,
+            self.duration,
+            self.trace_id,
+            self.span_id
+        )?;
+        let optional = [
+            ("parent", self.parent_span_id.as_deref()),
+            ("upstream", self.upstream),
+            ("user", self.user_id),
+            ("peer", self.peer_identity),
+            ("error", self.error),
+        ];
+        for (key, value) in optional {
+            if let Some(value) = value {
+                write!(out, " {key}={value}")?;
+            }
+        }
+        write!(out, " attempts={} in={}B out={}B", self.attempts, self.bytes_in, self.bytes_out)?;
+        if let Some(detail) = self.error_detail {
+            write!(out, " detail={detail:?}")?;
+        }
+        Ok(())
     }
 }
 

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use kawal::config::Config;
+use kawal::config::{Config, LogLevel};
 
 const USAGE: &str = "usage: kawal --config FILE | kawal check FILE";
 
@@ -18,7 +18,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let cfg = match Config::load(&path) {
+    let mut cfg = match Config::load(&path) {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("{e}");
@@ -51,7 +51,11 @@ fn main() -> ExitCode {
         }
     };
     let (sink, _flush_on_exit) = kawal::log::Sink::stdout();
-    kawal::log::init(&sink, cfg.log.level, cfg.log.format, &cfg.service.name);
+    // The filter (RUST_LOG when set, else [log] level) decides access lines too.
+    cfg.log.level = match kawal::log::init(&sink, cfg.log.level, cfg.log.format, &cfg.service.name) {
+        true => cfg.log.level.max(LogLevel::Info),
+        false => cfg.log.level.min(LogLevel::Warn),
+    };
     rt.block_on(async {
         let kawal = match kawal::start(cfg, sink).await {
             Ok(k) => k,

@@ -39,6 +39,11 @@ struct CertLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabels {
     listener: &'static str,
 }
@@ -56,6 +61,19 @@ pub struct Metrics {
     budget_exhausted: Family<UpstreamLabels, Counter>,
     breaker_state: Family<UpstreamLabels, Gauge>,
     cert_expiry: Family<CertLabels, Gauge>,
+    spans_exported: Counter,
+    spans_dropped: Family<DropLabels, Counter>,
+}
+
+/// Span export counters.
+#[derive(Clone, Default)]
+pub struct SpanMetrics {
+    /// Spans the collector accepted.
+    pub exported: Counter,
+    /// Spans dropped because the export queue was full (collector slow or down).
+    pub queue_full: Counter,
+    /// Spans dropped because their batch failed or timed out.
+    pub export_failed: Counter,
 }
 
 /// Retry and breaker metric handles of one upstream.
@@ -157,7 +175,21 @@ impl Default for Metrics {
             "Seconds until the loaded certificate expires (negative: expired)",
             cert_expiry.clone(),
         );
+        let spans_exported = Counter::default();
+        let spans_dropped = Family::<DropLabels, Counter>::default();
+        registry.register(
+            "trace_spans_exported",
+            "Spans accepted by the OTLP collector",
+            spans_exported.clone(),
+        );
+        registry.register(
+            "trace_spans_dropped",
+            "Spans dropped: queue_full (collector slow or down) or export_failed",
+            spans_dropped.clone(),
+        );
         Self {
+            spans_exported,
+            spans_dropped,
             cert_expiry,
             retries,
             budget_exhausted,
@@ -209,6 +241,16 @@ impl Metrics {
         self.cert_expiry.get_or_create_owned(&CertLabels {
             cert: cert.to_string(),
         })
+    }
+
+    /// The span export counters.
+    pub fn spans(&self) -> SpanMetrics {
+        let dropped = |reason| self.spans_dropped.get_or_create_owned(&DropLabels { reason });
+        SpanMetrics {
+            exported: self.spans_exported.clone(),
+            queue_full: dropped("queue_full"),
+            export_failed: dropped("export_failed"),
+        }
     }
 
     /// The open-connections gauge of a listener.

@@ -236,3 +236,66 @@ fn sigterm_drains_and_exits_0_with_json_process_events() {
     );
     assert!(rest.iter().any(|l| l["message"] == "kawal stopped"), "{rest:?}");
 }
+
+/// Runs the real binary with `config` and `env`, sends one request to its
+/// inbound listener, stops it, and returns everything it wrote on stdout.
+fn run_one_request(name: &str, config: &str, env: &[(&str, &str)]) -> String {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let app = rt.block_on(Upstream::echo());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let inbound = listener.local_addr().unwrap();
+    drop(listener);
+    let config = inbound_config(app.addr, config).replace(
+        "[inbound]\nlisten = \"127.0.0.1:0\"",
+        &format!("[inbound]\nlisten = \"{inbound}\""),
+    );
+    let path = write_config(name, &config);
+    let mut cmd = kawal_bin();
+    cmd.arg("--config").arg(&path).env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let status = rt.block_on(async {
+        for _ in 0..400 {
+            if let Ok(res) = client().get(format!("http://{inbound}/hello?secret=1")).send().await {
+                return res.status();
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("kawal never answered on {inbound}");
+    });
+    // The access line is written when the response body ends, before the
+    // connection goes idle, so the graceful stop below waits for it.
+    assert_eq!(status, 200);
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn text_format_and_rust_log_override_shape_the_output() {
+    // Text: human-readable process events and access lines, no JSON.
+    let text = run_one_request("text", "[log]\nformat = \"text\"", &[]);
+    let access = text
+        .lines()
+        .find(|l| l.contains("kawal::access:"))
+        .unwrap_or_else(|| panic!("no access line in {text}"));
+    assert!(access.contains("inbound GET /hello 200"), "{access}");
+    assert!(access.contains(" trace=") && access.contains(" span="), "{access}");
+    assert!(!access.contains("secret"), "{access}");
+    assert!(text.lines().any(|l| l.contains("kawal started")), "{text}");
+    assert!(!text.lines().any(|l| l.starts_with('{')), "{text}");
+
+    // RUST_LOG overrides [log] level: warn silences access lines and info events.
+    let quiet = run_one_request("quiet", "", &[("RUST_LOG", "warn")]);
+    assert!(!quiet.contains("\"path\""), "{quiet}");
+    assert!(!quiet.contains("kawal started"), "{quiet}");
+    // ... and can turn them back on over a quiet config.
+    let loud = run_one_request("loud", "[log]\nlevel = \"error\"", &[("RUST_LOG", "info")]);
+    assert!(loud.lines().any(|l| l.contains("\"path\":\"/hello\"")), "{loud}");
+}

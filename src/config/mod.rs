@@ -37,6 +37,9 @@ pub struct Config {
     /// Limits every listener enforces on untrusted peers.
     #[serde(default)]
     pub limits: Limits,
+    /// Trace propagation, sampling and span export.
+    #[serde(default)]
+    pub tracing: Tracing,
     /// Log output.
     #[serde(default)]
     pub log: Log,
@@ -188,6 +191,11 @@ pub struct Outbound {
     /// Upstream for hosts that no upstream lists; absent = 404.
     #[serde(default)]
     pub default_upstream: Option<String>,
+    /// A header the local app sets to name its end user; its value becomes
+    /// `userId` in the outbound access log and span. Trusted because only the
+    /// local app reaches this listener.
+    #[serde(default)]
+    pub user_header: Option<String>,
 }
 
 /// `[upstreams.NAME]`
@@ -374,6 +382,76 @@ impl Default for Limits {
         // An empty table gives the serde defaults; one source of truth.
         toml::from_str("").expect("defaults parse")
     }
+}
+
+/// `[tracing]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tracing {
+    /// OTLP/HTTP collector, e.g. `http://127.0.0.1:4318`; spans are POSTed
+    /// to `/v1/traces` under it (a URL with its own path is used as is).
+    /// Absent = no export (trace context is still propagated and logged).
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// Share of new traces (no sampling decision from the caller) that are
+    /// recorded; a caller's decision is always followed.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+    /// Formats read from incoming requests, first valid one wins: `w3c`,
+    /// `b3` (single header), `b3multi` (`X-B3-*`); either B3 form reads both.
+    #[serde(default = "default_propagation")]
+    pub propagation: Vec<Propagation>,
+    /// Formats written to forwarded requests; default: `propagation`.
+    #[serde(default)]
+    pub inject: Option<Vec<Propagation>>,
+    /// Spans held for export; when full (collector slow or down) new spans
+    /// are dropped and counted, requests never wait.
+    #[serde(default = "default_span_queue")]
+    pub queue_size: usize,
+    /// Spans per export request.
+    #[serde(default = "default_span_batch")]
+    pub batch_size: usize,
+    /// How long a partial batch waits before it is sent.
+    #[serde(default = "d_1s")]
+    pub flush_interval: Dur,
+    /// Deadline of one export request.
+    #[serde(default = "d_5s")]
+    pub export_timeout: Dur,
+}
+
+impl Default for Tracing {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults parse")
+    }
+}
+
+impl Tracing {
+    /// The formats written to forwarded requests.
+    pub fn inject_formats(&self) -> &[Propagation] {
+        self.inject.as_deref().unwrap_or(&self.propagation)
+    }
+
+    /// The URL spans are POSTed to: `/v1/traces` under a bare endpoint.
+    pub fn traces_url(&self) -> Option<String> {
+        let endpoint = self.otlp_endpoint.as_deref()?;
+        let uri: http::Uri = endpoint.parse().ok()?;
+        Some(match uri.path() {
+            "" | "/" => format!("{}/v1/traces", endpoint.trim_end_matches('/')),
+            _ => endpoint.to_string(),
+        })
+    }
+}
+
+/// A trace context header format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Propagation {
+    /// W3C `traceparent` / `tracestate`.
+    W3c,
+    /// Zipkin B3, single `b3` header.
+    B3,
+    /// Zipkin B3, multiple `X-B3-*` headers.
+    B3multi,
 }
 
 /// `[log]`
@@ -624,6 +702,41 @@ fn validate(cfg: &Config) -> Vec<(Vec<String>, String)> {
             );
         }
     }
+    let t = &cfg.tracing;
+    if !(0.0..=1.0).contains(&t.sample_ratio) {
+        bad(&["tracing", "sample_ratio"], "must be between 0.0 and 1.0".into());
+    }
+    if t.propagation.is_empty() {
+        bad(&["tracing", "propagation"], "needs at least one format".into());
+    }
+    if let Some(endpoint) = &t.otlp_endpoint {
+        match endpoint.parse::<http::Uri>() {
+            Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => {}
+            Ok(uri) if uri.scheme_str() == Some("https") => bad(
+                &["tracing", "otlp_endpoint"],
+                "https is not supported: export to a local collector or agent over http".into(),
+            ),
+            _ => bad(
+                &["tracing", "otlp_endpoint"],
+                format!("{endpoint:?} is not an http://host:port URL"),
+            ),
+        }
+    }
+    if t.batch_size == 0 || t.batch_size > t.queue_size {
+        bad(
+            &["tracing", "batch_size"],
+            "must be at least 1 and at most queue_size".into(),
+        );
+    }
+    if let Some(name) = cfg.outbound.as_ref().and_then(|o| o.user_header.as_ref()) {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            bad(
+                &["outbound", "user_header"],
+                format!("{name:?} is not a header name"),
+            );
+        }
+    }
+
     let l = &cfg.limits;
     if l.max_request_head.0 < 8 * 1024 {
         bad(&["limits", "max_request_head"], "must be at least 8KiB".into());
@@ -640,6 +753,18 @@ fn validate(cfg: &Config) -> Vec<(Vec<String>, String)> {
     problems
 }
 
+fn default_sample_ratio() -> f64 {
+    1.0
+}
+fn default_propagation() -> Vec<Propagation> {
+    vec![Propagation::W3c]
+}
+fn default_span_queue() -> usize {
+    2048
+}
+fn default_span_batch() -> usize {
+    512
+}
 fn d_25ms() -> Dur {
     Dur(Duration::from_millis(25))
 }
@@ -748,6 +873,41 @@ app = "127.0.0.1:8080"
         assert_eq!(cfg.limits.max_request_head.0, 64 * 1024);
         assert_eq!(cfg.service.shutdown_grace.0, Duration::from_secs(30));
         assert_eq!(cfg.log.level, LogLevel::Info);
+    }
+
+    #[test]
+    fn tracing_defaults_and_endpoint() {
+        let cfg = Config::from_toml_str(MINIMAL, "kawal.toml").unwrap();
+        assert_eq!(cfg.tracing.sample_ratio, 1.0);
+        assert_eq!(cfg.tracing.inject_formats(), [Propagation::W3c]);
+        assert_eq!(cfg.tracing.traces_url(), None);
+        let src = format!(
+            "{MINIMAL}\n[tracing]\notlp_endpoint = \"http://127.0.0.1:4318/\"\npropagation = [\"b3\", \"w3c\"]\ninject = [\"w3c\"]\n"
+        );
+        let cfg = Config::from_toml_str(&src, "kawal.toml").unwrap();
+        assert_eq!(cfg.tracing.traces_url().unwrap(), "http://127.0.0.1:4318/v1/traces");
+        assert_eq!(cfg.tracing.propagation, [Propagation::B3, Propagation::W3c]);
+        assert_eq!(cfg.tracing.inject_formats(), [Propagation::W3c]);
+        let custom = cfg.tracing.clone();
+        let custom = Tracing {
+            otlp_endpoint: Some("http://collector:4318/otlp/traces".into()),
+            ..custom
+        };
+        assert_eq!(custom.traces_url().unwrap(), "http://collector:4318/otlp/traces");
+    }
+
+    #[test]
+    fn bad_tracing_values_are_named() {
+        let src = format!(
+            "{MINIMAL}\n[tracing]\notlp_endpoint = \"https://x:4318\"\nsample_ratio = 1.5\nbatch_size = 0\n"
+        );
+        let p = problems(&src);
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p.iter().any(|l| l.starts_with("kawal.toml:10:1: tracing.otlp_endpoint: https")), "{p:?}");
+        assert!(p.iter().any(|l| l.starts_with("kawal.toml:11:1: tracing.sample_ratio:")), "{p:?}");
+        assert!(p.iter().any(|l| l.contains("tracing.batch_size")), "{p:?}");
+        let p = problems(&format!("{MINIMAL}\n[tracing]\npropagation = [\"jaeger\"]\n"));
+        assert!(p[0].contains("tracing.propagation") && p[0].contains("jaeger"), "{p:?}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Inbound: requests from other services to the local app.
 //!
 //! One request, top to bottom:
-//! 1. trace: continue the caller's traceparent or start a trace
+//! 1. trace: continue the caller's trace context (W3C or B3) or start one
 //! 2. check: framing (smuggling), size limits, one normalized path
 //! 3. authorize: allow rules on the verified peer identity × method × path
 //!    (403), then the bearer JWT (401 with WWW-Authenticate)
@@ -29,7 +29,6 @@ use crate::body::BoxBody;
 use crate::error::ProxyError;
 use crate::metrics::RouteMetrics;
 use crate::server::ConnInfo;
-use crate::trace::RequestTrace;
 
 /// The inbound direction: everything one inbound request needs.
 pub struct Inbound {
@@ -52,7 +51,7 @@ impl Inbound {
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<BoxBody> {
         let (mut parts, body) = req.into_parts();
         // 1. trace
-        let trace = RequestTrace::from_headers(&parts.headers);
+        let trace = self.shared.propagator.start(&parts.headers);
         let mut ex = Exchange::new(Direction::Inbound, &parts, trace);
         ex.peer_identity = conn.identity.clone();
 
@@ -67,7 +66,10 @@ impl Inbound {
             // 4. rewrite
             let authority = headers::check_authority(parts.version, &parts.uri, &parts.headers)
                 .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
-            prepare_forward(&mut parts, target, authority.as_ref(), &trace);
+            prepare_forward(&mut parts, target, authority.as_ref());
+            self.shared
+                .propagator
+                .inject(&trace, trace.span_id, &mut parts.headers);
             headers::strip_kawal_identity(&mut parts.headers);
             if let Some(id) = conn
                 .identity

@@ -24,14 +24,16 @@ use http::{Method, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use crate::body::{BoxBody, BoxError, ByteCount, GuardedBody};
 use crate::config::Limits;
 use crate::error::ProxyError;
-use crate::log::{AccessLine, Sink};
+use crate::log::{AccessLine, AccessLog};
 use crate::metrics::RouteMetrics;
-use crate::trace::RequestTrace;
+use crate::trace::export::{SpanRecord, Spans};
+use crate::trace::{Propagator, RequestTrace};
 
 /// What both directions need from the process: limits, log, service name.
 pub struct Shared {
@@ -40,7 +42,11 @@ pub struct Shared {
     /// Listener limits.
     pub limits: Limits,
     /// Access log sink; `None` when the level is above `info`.
-    pub access_log: Option<Sink>,
+    pub access_log: Option<AccessLog>,
+    /// Trace formats and sampling.
+    pub propagator: Propagator,
+    /// Span export; `None` when no collector is configured.
+    pub spans: Option<Spans>,
 }
 
 /// Which way a request flows; used in logs and metrics.
@@ -117,18 +123,13 @@ pub fn check_head(parts: &Parts, limits: &Limits) -> Result<Uri, ProxyError> {
     Uri::try_from(pq).map_err(|e| ProxyError::BadRequest(e.to_string()))
 }
 
-/// Step: rewrite the head for the next hop. Hop-by-hop headers go, the
-/// trace continues with kawal's span as parent, and the one authority
-/// chosen for routing becomes the Host the next hop sees.
-pub fn prepare_forward(
-    parts: &mut Parts,
-    target: Uri,
-    authority: Option<&http::uri::Authority>,
-    trace: &RequestTrace,
-) {
+/// Step: rewrite the head for the next hop. Hop-by-hop headers go, and the
+/// one authority chosen for routing becomes the Host the next hop sees.
+/// (The trace context is injected by the caller: inbound once, outbound
+/// per attempt.)
+pub fn prepare_forward(parts: &mut Parts, target: Uri, authority: Option<&http::uri::Authority>) {
     parts.uri = target;
     headers::strip_hop_by_hop(&mut parts.headers);
-    trace.inject(&mut parts.headers);
     // Usually Host already says it: rewrite only when it does not.
     let host = parts.headers.get(header::HOST).map(HeaderValue::as_bytes);
     if let Some(authority) = authority.filter(|a| host != Some(a.as_str().as_bytes())) {
@@ -156,6 +157,8 @@ pub struct Exchange {
     pub direction: Direction,
     /// When the request head arrived.
     pub started: Instant,
+    /// The same moment on the wall clock, for the exported span.
+    pub started_at: SystemTime,
     /// Trace position.
     pub trace: RequestTrace,
     /// Request method.
@@ -177,11 +180,43 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    /// The SERVER span of this request: the same ids as its access line.
+    fn server_span<'a>(&'a self, status: u16, error: Option<&'a str>, elapsed: Duration) -> SpanRecord<'a> {
+        use opentelemetry::KeyValue;
+        let mut attributes = Vec::with_capacity(10);
+        attributes.push(KeyValue::new("url.path", self.uri.path().to_string()));
+        attributes.push(KeyValue::new("kawal.direction", self.direction.as_str()));
+        attributes.push(KeyValue::new("kawal.attempts", i64::from(self.attempts)));
+        let optional = [
+            ("kawal.upstream", &self.upstream),
+            ("user.id", &self.user_id),
+            ("kawal.peer_identity", &self.peer_identity),
+        ];
+        for (key, value) in optional {
+            if let Some(v) = value {
+                attributes.push(KeyValue::new(key, v.to_string()));
+            }
+        }
+        SpanRecord {
+            kind: opentelemetry::trace::SpanKind::Server,
+            span_id: self.trace.span_id,
+            parent_id: self.trace.parent_id,
+            parent_is_remote: true,
+            method: &self.method,
+            start: self.started_at,
+            end: self.started_at + elapsed,
+            status: Some(status),
+            error,
+            attributes,
+        }
+    }
+
     /// Starts the record of one request.
     pub fn new(direction: Direction, parts: &Parts, trace: RequestTrace) -> Exchange {
         Exchange {
             direction,
             started: Instant::now(),
+            started_at: SystemTime::now(),
             trace,
             method: parts.method.clone(),
             uri: parts.uri.clone(),
@@ -249,15 +284,18 @@ impl Finish {
         let e = &self.exchange;
         let elapsed = e.started.elapsed();
         self.metrics.record(self.status, elapsed);
-        let Some(sink) = &self.shared.access_log else {
-            return;
-        };
         let (error, detail) = match (&e.error, &broken) {
             (Some((kind, detail)), _) => (Some(*kind), Some(detail.as_str())),
             (None, Some(detail)) => (Some("response_aborted"), Some(detail.as_str())),
             (None, None) => (None, None),
         };
-        AccessLine {
+        if let Some(spans) = self.shared.spans.as_ref().filter(|_| e.trace.sampled) {
+            spans.record(&e.trace, e.server_span(self.status, error, elapsed));
+        }
+        let Some(access_log) = &self.shared.access_log else {
+            return;
+        };
+        access_log.write(&AccessLine {
             timestamp: crate::log::now_rfc3339(),
             level: "info",
             service_name: &self.shared.service,
@@ -277,8 +315,7 @@ impl Finish {
             bytes_out,
             error,
             error_detail: detail,
-        }
-        .write(sink);
+        });
     }
 }
 

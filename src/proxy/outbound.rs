@@ -2,14 +2,14 @@
 //!
 //! The app sends plain HTTP to 127.0.0.1 (as to an HTTP proxy, absolute-form
 //! URI, or with a Host naming the service). One request, top to bottom:
-//! 1. trace: continue the app's traceparent or start a trace
+//! 1. trace: continue the app's trace context (W3C or B3) or start one
 //! 2. check: framing (smuggling), size limits, one normalized path
 //! 3. route: the one authority (absolute-form URI wins over Host) picks the
 //!    upstream; unknown host → 404 naming it, unless a default is configured
-//! 4. rewrite: strip hop-by-hop headers, inject kawal's traceparent, Host =
-//!    the routed authority
+//! 4. rewrite: strip hop-by-hop headers, Host = the routed authority
 //! 5. forward to an endpoint of the upstream (pooled), through the circuit
-//!    breaker, with per-try deadline and retries (backoff, budget): see `retry`
+//!    breaker, with per-try deadline and retries (backoff, budget): see
+//!    `retry`; each attempt is a CLIENT span and carries its own traceparent
 //! 6. respond: the upstream's response streamed back, or kawal's error
 
 use std::collections::HashMap;
@@ -19,14 +19,13 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use super::headers;
-use super::retry::Resilience;
+use super::retry::{Attempt, Resilience};
 use super::upstream::Upstream;
 use super::{check_head, guard_request_body, prepare_forward, Direction, Exchange, Shared};
 use crate::body::BoxBody;
 use crate::error::ProxyError;
 use crate::metrics::RouteMetrics;
 use crate::server::ConnInfo;
-use crate::trace::RequestTrace;
 
 /// An upstream with its retry/breaker state and metric handles.
 pub struct Route {
@@ -48,6 +47,8 @@ pub struct Outbound {
     pub default_route: Option<Arc<Route>>,
     /// Metrics for requests that matched no route.
     pub unrouted: RouteMetrics,
+    /// `[outbound] user_header`: the app's name for its end user.
+    pub user_header: Option<http::HeaderName>,
 }
 
 impl Outbound {
@@ -55,8 +56,11 @@ impl Outbound {
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>, _conn: Arc<ConnInfo>) -> Response<BoxBody> {
         let (mut parts, body) = req.into_parts();
         // 1. trace
-        let trace = RequestTrace::from_headers(&parts.headers);
+        let trace = self.shared.propagator.start(&parts.headers);
         let mut ex = Exchange::new(Direction::Outbound, &parts, trace);
+        if let Some(name) = &self.user_header {
+            ex.user_id = parts.headers.get(name).and_then(|v| v.to_str().ok()).map(Arc::from);
+        }
         let mut metrics = self.unrouted.clone();
 
         let result = async {
@@ -71,14 +75,17 @@ impl Outbound {
             ex.upstream = Some(route.upstream.name.clone());
             metrics = route.metrics.clone();
             // 4. rewrite
-            prepare_forward(&mut parts, target, Some(&authority), &trace);
-            // 5. forward: breaker, per-try deadline, retries with backoff and budget
+            prepare_forward(&mut parts, target, Some(&authority));
+            // 5. forward: breaker, per-try deadline, retries with backoff and
+            //    budget; each attempt is a child span with its own traceparent
             let body = guard_request_body(body, &self.shared.limits, ex.bytes_in.clone());
             let body = route.resilience.prepare_body(&parts, body).await?;
-            route
-                .resilience
-                .send(&route.upstream, parts, body, &mut ex.attempts)
-                .await
+            let attempt = Attempt {
+                trace: &trace,
+                shared: &self.shared,
+                count: &mut ex.attempts,
+            };
+            route.resilience.send(&route.upstream, parts, body, attempt).await
         }
         .await;
 

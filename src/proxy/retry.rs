@@ -20,6 +20,7 @@ use hyper::body::Incoming;
 
 use super::headers::IDEMPOTENCY_KEY;
 use super::upstream::Upstream;
+use super::Shared;
 use crate::body::{self, BoxBody};
 use crate::config::{RetryOn, UpstreamConfig};
 use crate::error::ProxyError;
@@ -28,6 +29,8 @@ use crate::resilience::backoff::Backoff;
 use crate::resilience::breaker::{Breaker, BreakerPolicy, Outcome, Permit, Transition};
 use crate::resilience::budget::RetryBudget;
 use crate::resilience::policy::{parse_retry_after, Decision, Failure, RetryPolicy};
+use crate::trace::export::SpanRecord;
+use crate::trace::{RequestTrace, SpanId};
 
 /// Retry and breaker state of one upstream, shared by all its requests.
 pub struct Resilience {
@@ -129,14 +132,19 @@ impl Resilience {
         }
     }
 
-    /// Sends the request with retries; `attempts` is set to the attempts made.
+    /// Sends the request with retries; `attempt.count` is set to the attempts made.
     pub async fn send(
         &self,
         upstream: &Upstream,
         parts: Parts,
         mut body: ReplayBody,
-        attempts: &mut u32,
+        attempt: Attempt<'_>,
     ) -> Result<Response<Incoming>, ProxyError> {
+        let Attempt {
+            trace,
+            shared,
+            count: attempts,
+        } = attempt;
         let started = Instant::now();
         let deadline = started + self.deadline;
         self.budget.record_request(started);
@@ -159,11 +167,20 @@ impl Resilience {
             } else {
                 std::mem::take(&mut headers)
             };
+            let span_id = SpanId::random();
+            shared.propagator.inject(trace, span_id, req.headers_mut());
+            let recording = shared.spans.as_ref().filter(|_| trace.sampled);
+            let span_start = SystemTime::now();
+            let host = recording.and(req.headers().get(header::HOST)).cloned();
 
             let left = deadline.saturating_duration_since(now);
             let per_try = self.per_try_timeout.map_or(left, |t| t.min(left));
             *attempts += 1;
             let result = upstream.send(req, per_try).await;
+            if let Some(spans) = recording {
+                let span = client_span(upstream, &method, &uri, host, *attempts, trace, span_id, span_start, &result);
+                spans.record(trace, span);
+            }
             let failure = match &result {
                 Ok(res) if self.policy.retry_on_status.contains(&res.status().as_u16()) => {
                     Some(Failure::Status(res.status().as_u16()))
@@ -274,6 +291,57 @@ impl Resilience {
             "openedCount": s.opened_count,
             "retryAfterSeconds": s.retry_after.map(|d| d.as_secs_f64()),
         })
+    }
+}
+
+/// What one request's attempts carry besides the request: its trace, the
+/// propagation and export settings, and the attempt counter to fill in.
+pub struct Attempt<'a> {
+    /// The request's trace; each attempt is a child span of its span.
+    pub trace: &'a RequestTrace,
+    /// Propagation formats and the span exporter.
+    pub shared: &'a Shared,
+    /// Set to the number of attempts made.
+    pub count: &'a mut u32,
+}
+
+/// The CLIENT span of one attempt: from sending to the response head (or
+/// the failure), a child of the request's SERVER span.
+#[allow(clippy::too_many_arguments)]
+fn client_span<'a>(
+    upstream: &Upstream,
+    method: &'a http::Method,
+    uri: &http::Uri,
+    host: Option<http::HeaderValue>,
+    attempt: u32,
+    trace: &RequestTrace,
+    span_id: SpanId,
+    start: SystemTime,
+    result: &'a Result<Response<Incoming>, ProxyError>,
+) -> SpanRecord<'a> {
+    use opentelemetry::KeyValue;
+    let mut attributes = vec![
+        KeyValue::new("url.path", uri.path().to_string()),
+        KeyValue::new("kawal.upstream", upstream.name.to_string()),
+        KeyValue::new("kawal.attempt", i64::from(attempt)),
+    ];
+    if let Some(host) = host.as_ref().and_then(|h| h.to_str().ok()) {
+        attributes.push(KeyValue::new("server.address", host.to_string()));
+    }
+    if attempt > 1 {
+        attributes.push(KeyValue::new("http.request.resend_count", i64::from(attempt - 1)));
+    }
+    SpanRecord {
+        kind: opentelemetry::trace::SpanKind::Client,
+        span_id,
+        parent_id: Some(trace.span_id),
+        parent_is_remote: false,
+        method,
+        start,
+        end: SystemTime::now(),
+        status: result.as_ref().ok().map(|r| r.status().as_u16()),
+        error: result.as_ref().err().map(ProxyError::kind),
+        attributes,
     }
 }
 

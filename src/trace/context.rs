@@ -171,7 +171,7 @@ fn encode_hex(bytes: &[u8], out: &mut [u8]) {
 
 /// Decodes exactly `2 * N` lowercase hex digits; uppercase is invalid here
 /// because the spec says so.
-fn decode_hex<const N: usize>(hex: &[u8]) -> Option<[u8; N]> {
+pub(super) fn decode_hex<const N: usize>(hex: &[u8]) -> Option<[u8; N]> {
     if hex.len() != 2 * N {
         return None;
     }
@@ -197,7 +197,7 @@ fn ascii_str(bytes: &[u8]) -> &str {
 }
 
 /// Builds a header value from hex bytes, which are always valid header bytes.
-fn hex_header_value(bytes: &[u8]) -> HeaderValue {
+pub(super) fn hex_header_value(bytes: &[u8]) -> HeaderValue {
     HeaderValue::from_bytes(bytes).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
