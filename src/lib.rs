@@ -91,7 +91,8 @@ async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, S
 /// Binds every configured listener and starts serving.
 pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
     let metrics = Metrics::default();
-    let (spans, exporter) = trace::export::Spans::start(&cfg.tracing, &cfg.service.name, metrics.spans()).unzip();
+    let (spans, exporter) =
+        trace::export::Spans::start(&cfg.tracing, &cfg.service.name, metrics.spans()).unzip();
     // At shutdown the last spans get one flush interval and one export to go out.
     let exporter = exporter.map(|task| (task, cfg.tracing.flush_interval.0 + cfg.tracing.export_timeout.0));
     let shared = Arc::new(Shared {

@@ -255,7 +255,11 @@ impl AccessLine<'_> {
                 write!(out, " {key}={value}")?;
             }
         }
-        write!(out, " attempts={} in={}B out={}B", self.attempts, self.bytes_in, self.bytes_out)?;
+        write!(
+            out,
+            " attempts={} in={}B out={}B",
+            self.attempts, self.bytes_in, self.bytes_out
+        )?;
         if let Some(detail) = self.error_detail {
             write!(out, " detail={detail:?}")?;
         }

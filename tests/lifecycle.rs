@@ -258,7 +258,11 @@ fn run_one_request(name: &str, config: &str, env: &[(&str, &str)]) -> String {
     let child = cmd.stdout(Stdio::piped()).spawn().unwrap();
     let status = rt.block_on(async {
         for _ in 0..400 {
-            if let Ok(res) = client().get(format!("http://{inbound}/hello?secret=1")).send().await {
+            if let Ok(res) = client()
+                .get(format!("http://{inbound}/hello?secret=1"))
+                .send()
+                .await
+            {
                 return res.status();
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -286,7 +290,10 @@ fn text_format_and_rust_log_override_shape_the_output() {
         .find(|l| l.contains("kawal::access:"))
         .unwrap_or_else(|| panic!("no access line in {text}"));
     assert!(access.contains("inbound GET /hello 200"), "{access}");
-    assert!(access.contains(" trace=") && access.contains(" span="), "{access}");
+    assert!(
+        access.contains(" trace=") && access.contains(" span="),
+        "{access}"
+    );
     assert!(!access.contains("secret"), "{access}");
     assert!(text.lines().any(|l| l.contains("kawal started")), "{text}");
     assert!(!text.lines().any(|l| l.starts_with('{')), "{text}");

@@ -50,7 +50,9 @@ backoff = {{ base = "1ms", max = "5ms" }}
 
 /// The traceparent's (trace id, parent id) the echo upstream received.
 fn echoed_traceparent(echo: &serde_json::Value) -> (String, String) {
-    let tp = echo["headers"]["traceparent"].as_str().expect("traceparent forwarded");
+    let tp = echo["headers"]["traceparent"]
+        .as_str()
+        .expect("traceparent forwarded");
     let parts: Vec<&str> = tp.split('-').collect();
     (parts[1].to_string(), parts[2].to_string())
 }
@@ -90,9 +92,21 @@ async fn spans_link_client_to_kawal_a_to_kawal_b_to_the_app_and_onward() {
         }
     })
     .await;
-    let b = Proxy::start(&sidecar("svc-b", app.addr, last.addr, &tracing_table(&receiver, ""))).await;
+    let b = Proxy::start(&sidecar(
+        "svc-b",
+        app.addr,
+        last.addr,
+        &tracing_table(&receiver, ""),
+    ))
+    .await;
     b_outbound.set(b.outbound()).unwrap();
-    let a = Proxy::start(&sidecar("svc-a", app.addr, b.inbound(), &tracing_table(&receiver, ""))).await;
+    let a = Proxy::start(&sidecar(
+        "svc-a",
+        app.addr,
+        b.inbound(),
+        &tracing_table(&receiver, ""),
+    ))
+    .await;
 
     let res = client()
         .get(format!("http://{}/checkout", a.outbound()))
@@ -115,7 +129,10 @@ async fn spans_link_client_to_kawal_a_to_kawal_b_to_the_app_and_onward() {
     let a_server = by_parent(&spans, CLIENT_SPAN);
     assert_eq!(a_server.len(), 1, "{spans:#?}");
     let a_server = a_server[0];
-    assert_eq!((a_server.service.as_str(), a_server.kind), ("svc-a", SpanKind::Server));
+    assert_eq!(
+        (a_server.service.as_str(), a_server.kind),
+        ("svc-a", SpanKind::Server)
+    );
     assert_eq!(a_server.attributes["http.request.method"], "GET");
     assert_eq!(a_server.attributes["url.path"], "/checkout");
     assert_eq!(a_server.attributes["http.response.status_code"], "200");
@@ -124,7 +141,10 @@ async fn spans_link_client_to_kawal_a_to_kawal_b_to_the_app_and_onward() {
     let attempts = by_parent(&spans, &a_server.span_id);
     assert_eq!(attempts.len(), 2, "{spans:#?}");
     for (i, attempt) in attempts.iter().enumerate() {
-        assert_eq!((attempt.service.as_str(), attempt.kind), ("svc-a", SpanKind::Client));
+        assert_eq!(
+            (attempt.service.as_str(), attempt.kind),
+            ("svc-a", SpanKind::Client)
+        );
         assert_eq!(attempt.attributes["kawal.attempt"], (i + 1).to_string());
     }
     assert_eq!(attempts[0].attributes["http.response.status_code"], "503");
@@ -137,7 +157,10 @@ async fn spans_link_client_to_kawal_a_to_kawal_b_to_the_app_and_onward() {
     for (attempt, code) in attempts.iter().zip(["503", "200"]) {
         let b_server = by_parent(&spans, &attempt.span_id);
         assert_eq!(b_server.len(), 1, "{spans:#?}");
-        assert_eq!((b_server[0].service.as_str(), b_server[0].kind), ("svc-b", SpanKind::Server));
+        assert_eq!(
+            (b_server[0].service.as_str(), b_server[0].kind),
+            ("svc-b", SpanKind::Server)
+        );
         assert_eq!(b_server[0].attributes["http.response.status_code"], code);
         assert_eq!(b_server[0].attributes["kawal.direction"], "inbound");
     }
@@ -184,10 +207,16 @@ async fn a_hanging_or_stopped_collector_costs_requests_nothing_and_drops_are_cou
         assert_eq!(client().get(&url).send().await.unwrap().status(), 200);
     }
     // Generous bound: an exporter that made requests wait would take 10 s per batch.
-    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(proxy.wait_log_lines(40).await.len(), 40);
     assert!(receiver.requests() >= 1, "the exporter did try to send");
-    let dropped = proxy.metric("kawal_trace_spans_dropped_total{reason=\"queue_full\"}").await;
+    let dropped = proxy
+        .metric("kawal_trace_spans_dropped_total{reason=\"queue_full\"}")
+        .await;
     assert!(dropped >= 30.0, "dropped {dropped}");
     assert_eq!(proxy.metric("kawal_trace_spans_exported_total").await, 0.0);
 
@@ -204,7 +233,9 @@ async fn a_hanging_or_stopped_collector_costs_requests_nothing_and_drops_are_cou
     }
     let mut failed = 0.0;
     for _ in 0..200 {
-        failed = failing.metric("kawal_trace_spans_dropped_total{reason=\"export_failed\"}").await;
+        failed = failing
+            .metric("kawal_trace_spans_dropped_total{reason=\"export_failed\"}")
+            .await;
         if failed >= 5.0 {
             break;
         }
@@ -289,7 +320,10 @@ async fn b3_in_w3c_between_sidecars_and_b3_out_keep_one_trace() {
     let echo: serde_json::Value = res.json().await.unwrap();
     let headers = &echo["headers"];
     assert!(headers.get("traceparent").is_none(), "{headers}");
-    assert!(headers.get("x-b3-traceid").is_none(), "stale multi B3 passed on: {headers}");
+    assert!(
+        headers.get("x-b3-traceid").is_none(),
+        "stale multi B3 passed on: {headers}"
+    );
     let b3 = headers["b3"].as_str().unwrap();
     let fields: Vec<&str> = b3.split('-').collect();
     assert_eq!(fields[0], trace);
@@ -307,12 +341,10 @@ async fn b3_in_w3c_between_sidecars_and_b3_out_keep_one_trace() {
 async fn outbound_user_header_names_the_user_in_the_log_and_span() {
     let receiver = OtlpReceiver::start().await;
     let upstream = Upstream::echo().await;
-    let proxy = Proxy::start(&outbound_config(
-        &[upstream.addr],
-        "",
-        &tracing_table(&receiver, ""),
+    let proxy = Proxy::start(
+        &outbound_config(&[upstream.addr], "", &tracing_table(&receiver, ""))
+            .replace("[outbound]\n", "[outbound]\nuser_header = \"x-app-user\"\n"),
     )
-    .replace("[outbound]\n", "[outbound]\nuser_header = \"x-app-user\"\n"))
     .await;
     let res = client()
         .get(format!("http://{}/me", proxy.outbound()))

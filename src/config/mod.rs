@@ -885,7 +885,10 @@ app = "127.0.0.1:8080"
             "{MINIMAL}\n[tracing]\notlp_endpoint = \"http://127.0.0.1:4318/\"\npropagation = [\"b3\", \"w3c\"]\ninject = [\"w3c\"]\n"
         );
         let cfg = Config::from_toml_str(&src, "kawal.toml").unwrap();
-        assert_eq!(cfg.tracing.traces_url().unwrap(), "http://127.0.0.1:4318/v1/traces");
+        assert_eq!(
+            cfg.tracing.traces_url().unwrap(),
+            "http://127.0.0.1:4318/v1/traces"
+        );
         assert_eq!(cfg.tracing.propagation, [Propagation::B3, Propagation::W3c]);
         assert_eq!(cfg.tracing.inject_formats(), [Propagation::W3c]);
         let custom = cfg.tracing.clone();
@@ -903,11 +906,22 @@ app = "127.0.0.1:8080"
         );
         let p = problems(&src);
         assert_eq!(p.len(), 3, "{p:?}");
-        assert!(p.iter().any(|l| l.starts_with("kawal.toml:10:1: tracing.otlp_endpoint: https")), "{p:?}");
-        assert!(p.iter().any(|l| l.starts_with("kawal.toml:11:1: tracing.sample_ratio:")), "{p:?}");
+        assert!(
+            p.iter()
+                .any(|l| l.starts_with("kawal.toml:10:1: tracing.otlp_endpoint: https")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|l| l.starts_with("kawal.toml:11:1: tracing.sample_ratio:")),
+            "{p:?}"
+        );
         assert!(p.iter().any(|l| l.contains("tracing.batch_size")), "{p:?}");
         let p = problems(&format!("{MINIMAL}\n[tracing]\npropagation = [\"jaeger\"]\n"));
-        assert!(p[0].contains("tracing.propagation") && p[0].contains("jaeger"), "{p:?}");
+        assert!(
+            p[0].contains("tracing.propagation") && p[0].contains("jaeger"),
+            "{p:?}"
+        );
     }
 
     #[test]

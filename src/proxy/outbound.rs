@@ -59,7 +59,11 @@ impl Outbound {
         let trace = self.shared.propagator.start(&parts.headers);
         let mut ex = Exchange::new(Direction::Outbound, &parts, trace);
         if let Some(name) = &self.user_header {
-            ex.user_id = parts.headers.get(name).and_then(|v| v.to_str().ok()).map(Arc::from);
+            ex.user_id = parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(Arc::from);
         }
         let mut metrics = self.unrouted.clone();
 

@@ -178,7 +178,9 @@ impl Resilience {
             *attempts += 1;
             let result = upstream.send(req, per_try).await;
             if let Some(spans) = recording {
-                let span = client_span(upstream, &method, &uri, host, *attempts, trace, span_id, span_start, &result);
+                let span = client_span(
+                    upstream, &method, &uri, host, *attempts, trace, span_id, span_start, &result,
+                );
                 spans.record(trace, span);
             }
             let failure = match &result {

@@ -217,7 +217,10 @@ mod tests {
     #[test]
     fn malformed_context_starts_a_new_trace_and_drops_tracestate() {
         let p = propagator("");
-        let mut h = headers(&[("traceparent", "00-zz-00f067aa0ba902b7-01"), ("tracestate", "a=1")]);
+        let mut h = headers(&[
+            ("traceparent", "00-zz-00f067aa0ba902b7-01"),
+            ("tracestate", "a=1"),
+        ]);
         let t = p.start(&h);
         assert!(t.parent_id.is_none());
         p.inject(&t, t.span_id, &mut h);

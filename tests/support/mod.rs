@@ -2,6 +2,7 @@
 //! process with an in-memory access log, raw-socket helpers for hostile input.
 #![allow(dead_code)]
 
+pub mod otlp;
 pub mod pki;
 
 use std::convert::Infallible;
