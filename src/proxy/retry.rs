@@ -170,17 +170,16 @@ impl Resilience {
             let span_id = SpanId::random();
             shared.propagator.inject(trace, span_id, req.headers_mut());
             let recording = shared.spans.as_ref().filter(|_| trace.sampled);
-            let span_start = SystemTime::now();
-            let host = recording.and(req.headers().get(header::HOST)).cloned();
+            *attempts += 1;
+            let span = recording.map(|_| client_span(upstream, &req, &method, *attempts, trace, span_id));
 
             let left = deadline.saturating_duration_since(now);
             let per_try = self.per_try_timeout.map_or(left, |t| t.min(left));
-            *attempts += 1;
             let result = upstream.send(req, per_try).await;
-            if let Some(spans) = recording {
-                let span = client_span(
-                    upstream, &method, &uri, host, *attempts, trace, span_id, span_start, &result,
-                );
+            if let (Some(spans), Some(mut span)) = (recording, span) {
+                span.end = SystemTime::now();
+                span.status = result.as_ref().ok().map(|r| r.status().as_u16());
+                span.error = result.as_ref().err().map(ProxyError::kind);
                 spans.record(trace, span);
             }
             let failure = match &result {
@@ -307,42 +306,39 @@ pub struct Attempt<'a> {
     pub count: &'a mut u32,
 }
 
-/// The CLIENT span of one attempt: from sending to the response head (or
-/// the failure), a child of the request's SERVER span.
-#[allow(clippy::too_many_arguments)]
+/// The CLIENT span of one attempt, opened as it is sent; it ends at the
+/// response head (or the failure), a child of the request's SERVER span.
 fn client_span<'a>(
     upstream: &Upstream,
+    req: &Request<BoxBody>,
     method: &'a http::Method,
-    uri: &http::Uri,
-    host: Option<http::HeaderValue>,
     attempt: u32,
     trace: &RequestTrace,
     span_id: SpanId,
-    start: SystemTime,
-    result: &'a Result<Response<Incoming>, ProxyError>,
 ) -> SpanRecord<'a> {
     use opentelemetry::KeyValue;
     let mut attributes = vec![
-        KeyValue::new("url.path", uri.path().to_string()),
+        KeyValue::new("url.path", req.uri().path().to_string()),
         KeyValue::new("kawal.upstream", upstream.name.to_string()),
         KeyValue::new("kawal.attempt", i64::from(attempt)),
     ];
-    if let Some(host) = host.as_ref().and_then(|h| h.to_str().ok()) {
+    if let Some(host) = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()) {
         attributes.push(KeyValue::new("server.address", host.to_string()));
     }
     if attempt > 1 {
         attributes.push(KeyValue::new("http.request.resend_count", i64::from(attempt - 1)));
     }
+    let now = SystemTime::now();
     SpanRecord {
         kind: opentelemetry::trace::SpanKind::Client,
         span_id,
         parent_id: Some(trace.span_id),
         parent_is_remote: false,
         method,
-        start,
-        end: SystemTime::now(),
-        status: result.as_ref().ok().map(|r| r.status().as_u16()),
-        error: result.as_ref().err().map(ProxyError::kind),
+        start: now,
+        end: now,
+        status: None,
+        error: None,
         attributes,
     }
 }

@@ -29,20 +29,11 @@ use crate::config::Tracing;
 use crate::metrics::SpanMetrics;
 
 /// The sending side of the export queue; cheap to share.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Spans {
     queue: mpsc::Sender<SpanData>,
     scope: InstrumentationScope,
-    metrics: SpanMetricsHandle,
-}
-
-#[derive(Clone)]
-struct SpanMetricsHandle(SpanMetrics);
-
-impl std::fmt::Debug for SpanMetricsHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SpanMetrics")
-    }
+    metrics: SpanMetrics,
 }
 
 /// What one span says about the exchange it covers.
@@ -108,7 +99,7 @@ impl Spans {
             scope: InstrumentationScope::builder("kawal")
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
-            metrics: SpanMetricsHandle(metrics),
+            metrics,
         };
         Some((spans, task))
     }
@@ -164,7 +155,7 @@ impl Spans {
             instrumentation_scope: self.scope.clone(),
         };
         if self.queue.try_send(data).is_err() {
-            self.metrics.0.queue_full.inc();
+            self.metrics.queue_full.inc();
         }
     }
 }
