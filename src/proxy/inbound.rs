@@ -29,6 +29,7 @@ use crate::body::BoxBody;
 use crate::error::ProxyError;
 use crate::metrics::RouteMetrics;
 use crate::server::ConnInfo;
+use crate::trace::RequestTrace;
 
 /// The inbound direction: everything one inbound request needs.
 pub struct Inbound {
@@ -60,7 +61,7 @@ impl Inbound {
             let target = check_head(&parts, &self.shared.limits)?;
             ex.uri = target.clone();
             // 3. authorize the verified peer, then authenticate the user
-            self.authorize(&parts, target.path(), &conn)?;
+            self.authorize(&parts, target.path(), &conn, &trace)?;
             let user = self.authenticate(&parts)?;
             ex.user_id = user.clone().or_else(|| conn.identity.clone());
             // 4. rewrite
@@ -100,8 +101,15 @@ impl Inbound {
         ex.respond(result, &self.shared, self.metrics.clone())
     }
 
-    /// The allow rules, on the verified identity and the normalized path.
-    fn authorize(&self, parts: &Parts, path: &str, conn: &ConnInfo) -> Result<(), ProxyError> {
+    /// The allow rules, on the verified identity and the normalized path;
+    /// each decision is logged with the request's trace id.
+    fn authorize(
+        &self,
+        parts: &Parts,
+        path: &str,
+        conn: &ConnInfo,
+        trace: &RequestTrace,
+    ) -> Result<(), ProxyError> {
         let identity = conn.identity.as_deref();
         match self.policy.decide(identity, &parts.method, path) {
             Decision::Unrestricted => Ok(()),
@@ -109,6 +117,7 @@ impl Inbound {
                 tracing::debug!(
                     event = "authz",
                     decision = "allow",
+                    traceId = %trace.trace_id,
                     rule,
                     peer = identity.unwrap_or("-"),
                     path
@@ -119,6 +128,7 @@ impl Inbound {
                 tracing::warn!(
                     event = "authz",
                     decision = "deny",
+                    traceId = %trace.trace_id,
                     peer = identity.unwrap_or("-"),
                     method = %parts.method,
                     path,
