@@ -36,7 +36,7 @@ pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         // 431 with no log line, so kawal's checks (JSON error, access line)
         // answer first and hyper only backstops.
         .max_buf_size((2 * limits.max_request_head.0).max(8192) as usize)
-        .max_headers(2 * limits.max_headers);
+        .max_headers(parser_max_headers(limits.max_headers));
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
@@ -58,6 +58,19 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The verified client certificate's identity (SPIFFE ID, else DNS SAN).
     pub identity: Option<Arc<str>>,
+    /// The client's IP, ready for X-Forwarded-For.
+    pub peer_ip: http::HeaderValue,
+}
+
+impl ConnInfo {
+    fn new(peer: SocketAddr, tls: bool, identity: Option<Arc<str>>) -> Arc<ConnInfo> {
+        Arc::new(ConnInfo {
+            peer,
+            tls,
+            identity,
+            peer_ip: crate::proxy::headers::ip_header_value(peer.ip()),
+        })
+    }
 }
 
 /// TLS termination for a listener.
@@ -102,11 +115,7 @@ pub async fn serve<H, F>(
         let open = open.clone();
         open.inc();
         let Some(tls) = &tls else {
-            let info = Arc::new(ConnInfo {
-                peer,
-                tls: false,
-                identity: None,
-            });
+            let info = ConnInfo::new(peer, false, None);
             let conn = serve_connection(&builder, graceful.watcher(), stream, info, handler.clone());
             tokio::spawn(async move {
                 conn.await;
@@ -121,11 +130,7 @@ pub async fn serve<H, F>(
         tokio::spawn(async move {
             match tokio::time::timeout(limit, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
-                    let info = Arc::new(ConnInfo {
-                        peer,
-                        tls: true,
-                        identity: crate::tls::peer_identity(stream.get_ref().1),
-                    });
+                    let info = ConnInfo::new(peer, true, crate::tls::peer_identity(stream.get_ref().1));
                     serve_connection(&builder, watcher, stream, info, handler).await;
                 }
                 Ok(Err(e)) => tracing::warn!(
@@ -155,6 +160,19 @@ pub async fn serve<H, F>(
     }
 }
 
+/// hyper parses up to 100 header fields in arrays on the stack; any larger
+/// cap makes it heap-allocate two 6 KiB arrays for every request. So the
+/// parser's backstop stays at 100 unless more were configured (then it is
+/// twice the limit, as for the head size).
+fn parser_max_headers(limit: usize) -> usize {
+    const HYPER_INLINE: usize = 100;
+    if limit <= HYPER_INLINE {
+        HYPER_INLINE
+    } else {
+        2 * limit
+    }
+}
+
 /// Serves HTTP on one accepted connection, watched for graceful shutdown.
 fn serve_connection<I, H, F>(
     builder: &auto::Builder<TokioExecutor>,
@@ -168,6 +186,7 @@ where
     H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<BoxBody>> + Send + 'static,
 {
+    let peer = info.peer;
     let svc = service_fn(move |req| {
         // Boxed once: the request future is large, and hyper moves it around.
         let fut = Box::pin(handler(req, info.clone()));
@@ -176,7 +195,13 @@ where
     let conn = watcher.watch(builder.serve_connection(TokioIo::new(io), svc).into_owned());
     async move {
         if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "connection ended with an error");
+            match e.downcast_ref::<hyper::Error>() {
+                // hyper answered a head it could not accept (bare 400/431) itself.
+                Some(h) if h.is_parse() || h.is_parse_too_large() => {
+                    tracing::warn!(event = "request_refused", peer = %peer, error = %e, "request refused by the HTTP parser");
+                }
+                _ => tracing::debug!(error = %e, "connection ended with an error"),
+            }
         }
     }
 }

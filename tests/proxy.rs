@@ -456,11 +456,39 @@ async fn keep_alive_connections_to_upstreams_are_pooled() {
         res.bytes().await.unwrap();
     }
     assert_eq!(upstream.hits(), 20);
-    assert!(
-        upstream.connections() <= 2,
-        "{} connections for 20 sequential requests",
-        upstream.connections()
+    // The connection is back in the pool before the client has the last byte.
+    assert_eq!(
+        upstream.connections(),
+        1,
+        "connections for 20 sequential requests"
     );
+}
+
+#[tokio::test]
+async fn bodiless_responses_free_the_connection_and_closing_ones_are_not_reused() {
+    // 204: no body to read, the connection is reusable at once.
+    let empty = Upstream::start(|_req: Request<Incoming>| async { status(204, "") }).await;
+    // `Connection: close`: the upstream ends each connection after answering.
+    let closing = Upstream::start(|_req: Request<Incoming>| async {
+        let mut res = Response::new(full("bye"));
+        res.headers_mut().insert("connection", "close".parse().unwrap());
+        res
+    })
+    .await;
+    for (upstream, code, conns) in [(&empty, 204, 1), (&closing, 200, 5)] {
+        let proxy = Proxy::start(&inbound_config(upstream.addr, "")).await;
+        for _ in 0..5 {
+            let res = client()
+                .get(format!("http://{}/", proxy.inbound()))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), code);
+            res.bytes().await.unwrap();
+        }
+        assert_eq!(upstream.hits(), 5);
+        assert_eq!(upstream.connections(), conns, "upstream answering {code}");
+    }
 }
 
 #[tokio::test]

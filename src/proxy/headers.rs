@@ -243,21 +243,30 @@ pub fn check_authority(
     Ok(Some(authority))
 }
 
-/// Appends `client_ip` to X-Forwarded-For (`existing, ip`), or sets it. Several
-/// incoming X-Forwarded-For headers are folded into one, in order.
-pub fn append_forwarded_for(headers: &mut HeaderMap, client_ip: IpAddr) {
-    let ip = client_ip.to_string();
+/// The client's IP as a header value, made once per connection so each
+/// request only clones it (a reference count, no allocation).
+pub fn ip_header_value(ip: IpAddr) -> HeaderValue {
+    // An IP's text is always a valid header value; the fallback is no panic path.
+    HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Appends the client's IP (see [`ip_header_value`]) to X-Forwarded-For
+/// (`existing, ip`), or sets it. Several incoming X-Forwarded-For headers are
+/// folded into one, in order.
+pub fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &HeaderValue) {
+    if !headers.contains_key(X_FORWARDED_FOR) {
+        headers.insert(X_FORWARDED_FOR, client_ip.clone());
+        return;
+    }
     let mut value = Vec::new();
     for existing in headers.get_all(X_FORWARDED_FOR) {
         value.extend_from_slice(existing.as_bytes());
         value.extend_from_slice(b", ");
     }
-    value.extend_from_slice(ip.as_bytes());
+    value.extend_from_slice(client_ip.as_bytes());
     // Existing values are valid header bytes and so is the IP text, so the
     // fallback (the IP alone) is only there to avoid a panic path.
-    let value = HeaderValue::from_bytes(&value)
-        .or_else(|_| HeaderValue::from_str(&ip))
-        .unwrap_or_else(|_| HeaderValue::from_static(""));
+    let value = HeaderValue::from_bytes(&value).unwrap_or_else(|_| client_ip.clone());
     headers.insert(X_FORWARDED_FOR, value);
 }
 
@@ -517,18 +526,18 @@ mod tests {
 
     #[test]
     fn forwarded_for() {
-        let ip: IpAddr = "10.0.0.7".parse().unwrap();
+        let ip = ip_header_value("10.0.0.7".parse().unwrap());
         let mut h = HeaderMap::new();
-        append_forwarded_for(&mut h, ip);
+        append_forwarded_for(&mut h, &ip);
         assert_eq!(h[X_FORWARDED_FOR], "10.0.0.7");
-        append_forwarded_for(&mut h, "::1".parse().unwrap());
+        append_forwarded_for(&mut h, &ip_header_value("::1".parse().unwrap()));
         assert_eq!(h[X_FORWARDED_FOR], "10.0.0.7, ::1");
 
         let mut h = map(&[
             ("x-forwarded-for", "1.1.1.1, 2.2.2.2"),
             ("x-forwarded-for", "3.3.3.3"),
         ]);
-        append_forwarded_for(&mut h, ip);
+        append_forwarded_for(&mut h, &ip);
         assert_eq!(h.get_all(X_FORWARDED_FOR).iter().count(), 1);
         assert_eq!(h[X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.7");
     }

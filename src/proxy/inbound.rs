@@ -82,7 +82,7 @@ impl Inbound {
             if let Some(user) = user.as_deref().and_then(|u| HeaderValue::from_str(u).ok()) {
                 parts.headers.insert(X_KAWAL_USER, user);
             }
-            headers::append_forwarded_for(&mut parts.headers, conn.peer.ip());
+            headers::append_forwarded_for(&mut parts.headers, &conn.peer_ip);
             let proto = if conn.tls { "https" } else { "http" };
             parts
                 .headers

@@ -10,6 +10,7 @@ pub mod headers;
 pub mod inbound;
 pub mod outbound;
 pub mod path;
+pub mod pool;
 pub mod retry;
 pub mod upstream;
 
@@ -34,6 +35,7 @@ use crate::log::{AccessLine, AccessLog};
 use crate::metrics::RouteMetrics;
 use crate::trace::export::{SpanRecord, Spans};
 use crate::trace::{Propagator, RequestTrace};
+use pool::UpstreamBody;
 
 /// What both directions need from the process: limits, log, service name.
 pub struct Shared {
@@ -233,7 +235,7 @@ impl Exchange {
     /// the access line and metrics are written when the body ends.
     pub fn respond(
         mut self,
-        result: Result<Response<Incoming>, ProxyError>,
+        result: Result<Response<UpstreamBody>, ProxyError>,
         shared: &Arc<Shared>,
         metrics: RouteMetrics,
     ) -> Response<BoxBody> {

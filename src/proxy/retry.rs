@@ -16,9 +16,9 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{header, Request, Response};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use super::headers::IDEMPOTENCY_KEY;
+use super::pool::UpstreamBody;
 use super::upstream::Upstream;
 use super::Shared;
 use crate::body::{self, BoxBody};
@@ -139,7 +139,7 @@ impl Resilience {
         parts: Parts,
         mut body: ReplayBody,
         attempt: Attempt<'_>,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
         let Attempt {
             trace,
             shared,

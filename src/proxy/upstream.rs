@@ -1,11 +1,13 @@
-//! An upstream: a named set of endpoints with one pooled client.
+//! An upstream: a named set of endpoints with pooled connections.
 //!
 //! Endpoints given as `name:port` are resolved again every
 //! `resolve_interval`, so a compose service or a headless Kubernetes service
 //! is followed as its instances come and go. The endpoint for each request is
 //! chosen by power of two choices on least outstanding requests: two random
 //! endpoints, the less busy one wins (cheap, and it steers away from a slow
-//! instance without global state).
+//! instance without global state). HTTP/1.1 connections are pooled per
+//! endpoint (`pool`); HTTP/2 goes through hyper-util's client, which
+//! multiplexes requests over one connection per endpoint.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,9 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use http::header::HOST;
 use http::uri::{Authority, Scheme};
-use http::{Request, Response, Uri, Version};
-use hyper::body::Incoming;
+use http::{HeaderValue, Request, Response, Uri, Version};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -25,6 +28,7 @@ use crate::body::{body_error_in, BoxBody};
 use crate::config::{HostPort, Protocol};
 use crate::error::{error_chain, find, ProxyError};
 use crate::proxy::connect::{Connector, TlsConnectError};
+use crate::proxy::pool::{IdlePool, UpstreamBody};
 use crate::tls::ClientTls;
 
 /// How to reach one upstream.
@@ -43,12 +47,15 @@ pub struct UpstreamSettings {
     pub tls: Option<Arc<ClientTls>>,
 }
 
-/// One address of an upstream, with its load.
+/// One address of an upstream, with its load and idle connections.
 pub struct Endpoint {
     /// Where it listens.
     pub addr: SocketAddr,
     authority: Authority,
+    /// `Host` for a request that arrived without one (HTTP/2 from the client).
+    host: HeaderValue,
     in_flight: AtomicUsize,
+    idle: Arc<IdlePool>,
 }
 
 /// A live upstream.
@@ -57,7 +64,9 @@ pub struct Upstream {
     pub name: Arc<str>,
     settings: UpstreamSettings,
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
-    client: Client<Connector, BoxBody>,
+    connector: Connector,
+    /// For HTTP/2 upstreams only.
+    h2: Client<Connector, BoxBody>,
 }
 
 /// Decrements an endpoint's outstanding count when the attempt ends.
@@ -77,21 +86,19 @@ impl Upstream {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(settings.connect_timeout));
-        let client = Client::builder(TokioExecutor::new())
+        let connector = Connector::new(connector, settings.tls.clone(), dns_name(&settings.endpoints));
+        let h2 = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
-            .http2_only(settings.protocol == Protocol::Http2)
-            .build(Connector::new(
-                connector,
-                settings.tls.clone(),
-                dns_name(&settings.endpoints),
-            ));
+            .http2_only(true)
+            .build(connector.clone());
         let up = Arc::new(Upstream {
             name: settings.name.clone(),
             endpoints: ArcSwap::from_pointee(Vec::new()),
             settings,
-            client,
+            connector,
+            h2,
         });
         up.resolve().await;
         up
@@ -150,13 +157,13 @@ impl Upstream {
                     .find(|c| c.addr == addr)
                     .cloned()
                     .unwrap_or_else(|| {
+                        let text = addr.to_string();
                         Arc::new(Endpoint {
                             addr,
-                            authority: addr
-                                .to_string()
-                                .parse()
-                                .expect("a socket address is an authority"),
+                            authority: text.parse().expect("a socket address is an authority"),
+                            host: HeaderValue::from_str(&text).expect("a socket address is a header value"),
                             in_flight: AtomicUsize::new(0),
+                            idle: Arc::default(),
                         })
                     })
             })
@@ -197,30 +204,22 @@ impl Upstream {
     /// endpoint is chosen here.
     pub async fn send(
         &self,
-        mut req: Request<BoxBody>,
+        req: Request<BoxBody>,
         timeout: Duration,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
         let ep = self
             .pick()
             .ok_or_else(|| ProxyError::NoEndpoint(self.name.to_string()))?;
         ep.in_flight.fetch_add(1, Ordering::Relaxed);
         let _in_flight = InFlight(ep.clone());
-
-        let mut uri = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(ep.authority.clone());
-        if let Some(pq) = req.uri().path_and_query() {
-            uri = uri.path_and_query(pq.clone());
-        }
-        *req.uri_mut() = uri.build().map_err(|e| ProxyError::Internal(e.to_string()))?;
-        *req.version_mut() = match self.settings.protocol {
-            Protocol::Http1 => Version::HTTP_11,
-            Protocol::Http2 => Version::HTTP_2,
+        let sent = async {
+            match self.settings.protocol {
+                Protocol::Http1 => self.send_h1(&ep, req).await,
+                Protocol::Http2 => self.send_h2(&ep, req).await,
+            }
         };
-
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
-            Ok(Ok(res)) => Ok(res),
-            Ok(Err(e)) => Err(self.classify(e)),
+        match tokio::time::timeout(timeout, sent).await {
+            Ok(result) => result,
             Err(_) => Err(ProxyError::UpstreamTimeout {
                 upstream: self.name.to_string(),
                 after: timeout,
@@ -229,22 +228,97 @@ impl Upstream {
         }
     }
 
-    /// Maps a client error to what happened, for the status and the log.
-    fn classify(&self, err: hyper_util::client::legacy::Error) -> ProxyError {
+    /// HTTP/1.1 on an idle connection of the endpoint, else a new one. A
+    /// reused connection may have been closed by the server a moment ago: a
+    /// request it never sent goes out again on the next one.
+    async fn send_h1(
+        &self,
+        ep: &Endpoint,
+        mut req: Request<BoxBody>,
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
+        *req.version_mut() = Version::HTTP_11;
+        if !req.headers().contains_key(HOST) {
+            req.headers_mut().insert(HOST, ep.host.clone());
+        }
+        while let Some(mut sender) = ep.idle.take() {
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(res) => return Ok(res.map(|b| UpstreamBody::pooled(b, sender, ep.idle.clone()))),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(self.classify(&e.into_error(), false)),
+                },
+            }
+        }
+        let mut sender = self.connect_h1(ep).await?;
+        match sender.send_request(req).await {
+            Ok(res) => Ok(res.map(|b| UpstreamBody::pooled(b, sender, ep.idle.clone()))),
+            Err(e) => Err(self.classify(&e, false)),
+        }
+    }
+
+    /// A new HTTP/1.1 connection (TCP, TLS if configured), driven by its own task.
+    async fn connect_h1(&self, ep: &Endpoint) -> Result<SendRequest<BoxBody>, ProxyError> {
+        let uri = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(ep.authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| ProxyError::Internal(e.to_string()))?;
+        let io = tower_service::Service::call(&mut self.connector.clone(), uri)
+            .await
+            .map_err(|e| self.classify(&*e, true))?;
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| self.classify(&e, true))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// HTTP/2 through hyper-util's client (one multiplexed connection).
+    async fn send_h2(
+        &self,
+        ep: &Endpoint,
+        mut req: Request<BoxBody>,
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
+        let mut uri = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(ep.authority.clone());
+        if let Some(pq) = req.uri().path_and_query() {
+            uri = uri.path_and_query(pq.clone());
+        }
+        *req.uri_mut() = uri.build().map_err(|e| ProxyError::Internal(e.to_string()))?;
+        *req.version_mut() = Version::HTTP_2;
+        match self.h2.request(req).await {
+            Ok(res) => Ok(res.map(UpstreamBody::plain)),
+            Err(e) => Err(self.classify(&e, e.is_connect())),
+        }
+    }
+
+    /// Maps a failed exchange to what happened, for the status and the log;
+    /// `connect`: the connection was never established.
+    fn classify(&self, err: &(dyn std::error::Error + 'static), connect: bool) -> ProxyError {
         let upstream = self.name.to_string();
         // The client's own request body may be why the exchange failed.
-        if let Some(e) = body_error_in(&err) {
+        if let Some(e) = body_error_in(err) {
             return e.into();
         }
-        let cause = error_chain(&err);
-        if let Some(tls) = find::<TlsConnectError>(&err) {
+        let cause = error_chain(err);
+        if let Some(tls) = find::<TlsConnectError>(err) {
             return ProxyError::UpstreamTls {
                 upstream,
                 cause: tls.0.clone(),
             };
         }
-        if err.is_connect() {
-            if is_timeout(&err) {
+        if connect {
+            if is_timeout(err) {
                 return ProxyError::UpstreamTimeout {
                     upstream,
                     after: self.settings.connect_timeout,
