@@ -262,12 +262,13 @@ impl Exchange {
                 inner,
                 bytes_out: 0,
                 done: None,
-                exchange: Some(Box::new(Finish {
+                // Inline: the body is boxed once as a whole.
+                exchange: Some(Finish {
                     exchange: self,
                     status,
                     shared: shared.clone(),
                     metrics,
-                })),
+                }),
             }
             .boxed_unsync()
         })
@@ -327,7 +328,7 @@ struct LoggedBody {
     bytes_out: u64,
     /// `Some(None)`: ended cleanly; `Some(Some(why))`: broke off.
     done: Option<Option<String>>,
-    exchange: Option<Box<Finish>>,
+    exchange: Option<Finish>,
 }
 
 impl Body for LoggedBody {
