@@ -528,3 +528,54 @@ async fn streamed_response_reaches_the_client_before_the_upstream_finishes() {
     let second = stream.next().await.unwrap().unwrap();
     assert_eq!(&second[..], b"second");
 }
+
+#[tokio::test]
+async fn a_response_still_streaming_counts_as_load_on_its_endpoint() {
+    // `/hold` streams one chunk and then waits; `/quick` answers at once.
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let handler = move |req: Request<Incoming>| {
+        let mut rx = rx.clone();
+        async move {
+            if req.uri().path() != "/hold" {
+                return Response::new(full("quick"));
+            }
+            let stream = futures_util::stream::once(async {
+                Ok::<_, kawal::body::BoxError>(hyper::body::Frame::data(Bytes::from_static(b"first;")))
+            })
+            .chain(futures_util::stream::once(async move {
+                let _ = rx.wait_for(|v| *v).await;
+                Ok(hyper::body::Frame::data(Bytes::from_static(b"done")))
+            }));
+            Response::new(http_body_util::StreamBody::new(stream).boxed_unsync())
+        }
+    };
+    let one = Upstream::start(handler.clone()).await;
+    let two = Upstream::start(handler).await;
+    let proxy = Proxy::start(&outbound_config(&[one.addr, two.addr], "", "")).await;
+    let url = |path: &str| format!("http://{}{path}", proxy.outbound());
+
+    let held = client()
+        .get(url("/hold"))
+        .header("host", "svc")
+        .send()
+        .await
+        .unwrap();
+    let mut held = held.bytes_stream();
+    assert_eq!(&held.next().await.unwrap().unwrap()[..], b"first;");
+    // With two endpoints, power of two choices compares both: every quick
+    // request goes to the endpoint that is not busy streaming.
+    for _ in 0..10 {
+        let res = client()
+            .get(url("/quick"))
+            .header("host", "svc")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.text().await.unwrap(), "quick");
+    }
+    let mut hits = [one.hits(), two.hits()];
+    hits.sort();
+    assert_eq!(hits, [1, 10], "the streaming endpoint got quick requests too");
+    tx.send(true).unwrap();
+    assert_eq!(&held.next().await.unwrap().unwrap()[..], b"done");
+}

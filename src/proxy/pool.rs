@@ -17,6 +17,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
+use super::upstream::InFlight;
 use crate::body::BoxBody;
 
 /// A connection idle longer than this is closed rather than reused (servers
@@ -73,16 +74,22 @@ impl IdlePool {
 }
 
 /// An upstream response body; an HTTP/1.1 connection rides along and goes
-/// back to its pool once the body has ended cleanly.
+/// back to its pool once the body has ended cleanly, and the endpoint counts
+/// the exchange as outstanding (for load balancing) until then.
 pub struct UpstreamBody {
     inner: Incoming,
     reuse: Option<(SendRequest<BoxBody>, Arc<IdlePool>)>,
+    in_flight: Option<InFlight>,
 }
 
 impl UpstreamBody {
     /// A body whose connection is not pooled here (HTTP/2).
     pub fn plain(inner: Incoming) -> UpstreamBody {
-        UpstreamBody { inner, reuse: None }
+        UpstreamBody {
+            inner,
+            reuse: None,
+            in_flight: None,
+        }
     }
 
     /// A body that hands `sender` back to `pool` when it ends; a response
@@ -91,6 +98,7 @@ impl UpstreamBody {
         let mut body = UpstreamBody {
             inner,
             reuse: Some((sender, pool)),
+            in_flight: None,
         };
         if body.inner.is_end_stream() {
             body.release();
@@ -98,7 +106,16 @@ impl UpstreamBody {
         body
     }
 
+    /// Keeps the endpoint's outstanding count up until the body ends.
+    pub fn holding(mut self, in_flight: InFlight) -> UpstreamBody {
+        if !self.inner.is_end_stream() {
+            self.in_flight = Some(in_flight);
+        }
+        self
+    }
+
     fn release(&mut self) {
+        self.in_flight = None;
         if let Some((sender, pool)) = self.reuse.take() {
             pool.put(sender);
         }
@@ -117,7 +134,10 @@ impl Body for UpstreamBody {
         match &polled {
             Poll::Ready(None) => self.release(),
             // A broken exchange leaves the connection in no state to reuse.
-            Poll::Ready(Some(Err(_))) => self.reuse = None,
+            Poll::Ready(Some(Err(_))) => {
+                self.reuse = None;
+                self.in_flight = None;
+            }
             _ => {}
         }
         polled

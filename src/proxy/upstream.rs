@@ -69,8 +69,9 @@ pub struct Upstream {
     h2: Client<Connector, BoxBody>,
 }
 
-/// Decrements an endpoint's outstanding count when the attempt ends.
-struct InFlight(Arc<Endpoint>);
+/// Decrements an endpoint's outstanding count when the exchange ends: at a
+/// failure, or when the response body has been read or dropped.
+pub struct InFlight(Arc<Endpoint>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -211,7 +212,7 @@ impl Upstream {
             .pick()
             .ok_or_else(|| ProxyError::NoEndpoint(self.name.to_string()))?;
         ep.in_flight.fetch_add(1, Ordering::Relaxed);
-        let _in_flight = InFlight(ep.clone());
+        let in_flight = InFlight(ep.clone());
         let sent = async {
             match self.settings.protocol {
                 Protocol::Http1 => self.send_h1(&ep, req).await,
@@ -219,7 +220,7 @@ impl Upstream {
             }
         };
         match tokio::time::timeout(timeout, sent).await {
-            Ok(result) => result,
+            Ok(result) => result.map(|res| res.map(|body| body.holding(in_flight))),
             Err(_) => Err(ProxyError::UpstreamTimeout {
                 upstream: self.name.to_string(),
                 after: timeout,
