@@ -318,6 +318,14 @@ impl Upstream {
                 cause: tls.0.clone(),
             };
         }
+        if let Some(alert) = tls_alert(err) {
+            // TLS 1.3: the server judges our client certificate after our side
+            // of the handshake is done, so its refusal arrives on first read.
+            return ProxyError::UpstreamTls {
+                upstream,
+                cause: format!("the upstream refused the TLS session: {alert:?}"),
+            };
+        }
         if connect {
             if is_timeout(err) {
                 return ProxyError::UpstreamTimeout {
@@ -330,6 +338,22 @@ impl Upstream {
         }
         ProxyError::UpstreamReset { upstream, cause }
     }
+}
+
+/// A fatal alert the upstream sent (e.g. it did not accept our certificate).
+/// tokio-rustls wraps it in an `io::Error`, whose `source()` skips it.
+fn tls_alert(err: &(dyn std::error::Error + 'static)) -> Option<rustls::AlertDescription> {
+    std::iter::successors(Some(err), |e| e.source()).find_map(|e| {
+        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+            e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        match tls {
+            Some(rustls::Error::AlertReceived(alert)) => Some(*alert),
+            _ => None,
+        }
+    })
 }
 
 fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {

@@ -78,6 +78,25 @@ impl Pki {
         std::fs::write(self.path(&format!("{name}.key")), key.serialize_pem()).unwrap();
     }
 
+    /// Writes NAME.crt / NAME.key for a leaf that looks like a sidecar's
+    /// (SPIFFE id `id`, client and server auth, valid now) but is its own
+    /// issuer: not signed by this CA.
+    pub fn self_signed_leaf(&self, name: &str, id: &str) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let now = SystemTime::now();
+        params.not_before = (now - Duration::from_secs(3600)).into();
+        params.not_after = (now + Duration::from_secs(86_400)).into();
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(self.path(&format!("{name}.crt")), cert.pem()).unwrap();
+        std::fs::write(self.path(&format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+
     pub fn path(&self, file: &str) -> String {
         self.dir.join(file).display().to_string()
     }
