@@ -17,6 +17,7 @@ pub mod upstream;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -25,9 +26,9 @@ use http::{Method, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
+use self::pool::UpstreamBody;
 use crate::body::{BoxBody, BoxError, ByteCount, GuardedBody};
 use crate::config::Limits;
 use crate::error::ProxyError;
@@ -35,7 +36,6 @@ use crate::log::{AccessLine, AccessLog};
 use crate::metrics::RouteMetrics;
 use crate::trace::export::{SpanRecord, Spans};
 use crate::trace::{Propagator, RequestTrace};
-use pool::UpstreamBody;
 
 /// What both directions need from the process: limits, log, service name.
 pub struct Shared {
