@@ -177,24 +177,38 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         }
         let jwt = match &icfg.jwt {
             Some(j) => {
-                let verifier = Arc::new(
-                    auth::JwtVerifier::load(auth::JwtSettings {
-                        issuer: j.issuer.clone(),
-                        audiences: j.audiences.clone(),
-                        jwks_file: j.jwks_file.clone(),
-                        algorithms: j.algorithms.clone(),
-                        hs256_secret_file: j.hs256_secret_file.clone(),
-                        max_lifetime: j.max_lifetime.0,
-                        leeway: j.leeway.0,
-                        required: j.required,
-                        require_claims: j.require_claims.clone(),
-                    })
-                    .map_err(|e| StartError::Auth(format!("inbound.jwt: {e}")))?,
-                );
+                let auth_err = |e: String| StartError::Auth(format!("inbound.jwt: {e}"));
+                let jwks = match (&j.jwks_url, &j.jwks_file) {
+                    (Some(url), _) => auth::JwksSource::Url(url.clone()),
+                    (None, Some(file)) => auth::JwksSource::File(file.clone()),
+                    (None, None) => return Err(auth_err("neither jwks_file nor jwks_url is set".into())),
+                };
+                let settings = auth::JwtSettings {
+                    issuer: j.issuer.clone(),
+                    audiences: j.audiences.clone(),
+                    jwks,
+                    algorithms: j.algorithms.clone(),
+                    hs256_secret_file: j.hs256_secret_file.clone(),
+                    max_lifetime: j.max_lifetime.0,
+                    leeway: j.leeway.0,
+                    required: j.required,
+                    require_claims: j.require_claims.clone(),
+                };
+                // A URL is fetched once here: no keys, no start (as for an unreadable file).
+                let (verifier, fetcher) = match &j.jwks_url {
+                    Some(url) => {
+                        let fetcher = auth::JwksFetcher::new(url).map_err(auth_err)?;
+                        let bytes = fetcher.fetch().await.map_err(auth_err)?;
+                        let verifier = auth::JwtVerifier::load_fetched(settings, &bytes).map_err(auth_err)?;
+                        (verifier, Some(fetcher))
+                    }
+                    None => (auth::JwtVerifier::load(settings).map_err(auth_err)?, None),
+                };
+                let verifier = Arc::new(verifier);
                 abort_on_shutdown(
                     &mut tasks,
                     &shutdown_rx,
-                    spawn_jwks_reloader(&verifier, j.reload_interval.0),
+                    spawn_jwks_reloader(&verifier, fetcher, j.reload_interval.0),
                 );
                 Some(verifier)
             }
@@ -335,19 +349,55 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
     })
 }
 
-/// Re-reads the JWKS file periodically, so rotated keys are picked up; a
-/// broken file is logged and the old keys stay.
+/// Re-reads the JWKS file, or fetches the URL, every `every`, so rotated keys
+/// are picked up; a failure is logged and the old keys stay. With a URL, a
+/// token naming an unknown `kid` also asks for an early fetch, honoured at
+/// most once per [`auth::jwks_url::EARLY_REFRESH_MIN_GAP`] (that request
+/// itself has already been rejected; nothing on the request path waits).
 fn spawn_jwks_reloader(
     verifier: &Arc<auth::JwtVerifier>,
+    fetcher: Option<auth::JwksFetcher>,
     every: std::time::Duration,
 ) -> tokio::task::JoinHandle<()> {
+    use tokio::time::Instant;
+    let wanted = verifier.refresh_wanted();
     let verifier = Arc::downgrade(verifier);
     tokio::spawn(async move {
+        let mut next = Instant::now() + every;
+        let mut last_early: Option<Instant> = None;
         loop {
-            tokio::time::sleep(every).await;
+            let early = tokio::select! {
+                _ = tokio::time::sleep_until(next) => false,
+                _ = wanted.notified() => true,
+            };
+            if early {
+                if last_early.is_some_and(|t| t.elapsed() < auth::jwks_url::EARLY_REFRESH_MIN_GAP) {
+                    continue;
+                }
+                last_early = Some(Instant::now());
+            } else {
+                next = Instant::now() + every;
+            }
             let Some(v) = verifier.upgrade() else { return };
-            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || v.reload()).await {
-                tracing::warn!(event = "jwks_reload_failed", error = %e, "JWKS reload failed, keeping the old keys");
+            let result = match &fetcher {
+                Some(f) => match f.fetch().await {
+                    Ok(bytes) => tokio::task::spawn_blocking(move || v.reload_fetched(&bytes)).await,
+                    Err(e) => Ok(Err(e)),
+                },
+                None => tokio::task::spawn_blocking(move || v.reload()).await,
+            };
+            match result {
+                Ok(Err(e)) => {
+                    tracing::warn!(event = "jwks_reload_failed", early, error = %e, "JWKS reload failed, keeping the old keys");
+                }
+                Ok(Ok(())) if early => {
+                    tracing::info!(
+                        event = "jwks_reloaded",
+                        early,
+                        "JWKS fetched early after an unknown kid"
+                    );
+                }
+                _ => {}
             }
         }
     })

@@ -227,3 +227,197 @@ async fn bad_tokens_get_401_with_a_logged_reason_and_never_reach_the_app() {
         }
     }
 }
+
+// ---- JWKS from a URL ------------------------------------------------------
+
+/// The public half of `key` as an ES256 JWK named `kid`.
+fn ec_jwk(key: &KeyPair, kid: &str) -> serde_json::Value {
+    let raw = key.public_key_raw();
+    json!({"kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256", "use": "sig",
+           "x": URL_SAFE_NO_PAD.encode(&raw[1..33]), "y": URL_SAFE_NO_PAD.encode(&raw[33..65])})
+}
+
+/// A valid token for the JWKS tests, signed by `key` and naming `kid`.
+fn signed(key: &KeyPair, kid: &str) -> String {
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some(kid.into());
+    let claims = json!({"sub": "user-7", "iss": "auth-service", "aud": "order-service",
+                        "iat": now() - 10, "exp": now() + 300});
+    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_der(&key.serialize_der())).unwrap()
+}
+
+/// An identity provider's JWKS endpoint: answers every request with the
+/// current (status, body), which a test can swap; `hits()` counts fetches.
+struct JwksServer {
+    server: Upstream,
+    answer: std::sync::Arc<std::sync::Mutex<(u16, String)>>,
+}
+
+impl JwksServer {
+    async fn start(keys: &[serde_json::Value]) -> JwksServer {
+        let answer = std::sync::Arc::new(std::sync::Mutex::new((200, json!({"keys": keys}).to_string())));
+        let state = answer.clone();
+        let server = Upstream::start(move |_req| {
+            let (code, body) = state.lock().unwrap().clone();
+            async move {
+                let mut res = http::Response::new(full(body));
+                *res.status_mut() = http::StatusCode::from_u16(code).unwrap();
+                res
+            }
+        })
+        .await;
+        JwksServer { server, answer }
+    }
+
+    fn serve(&self, code: u16, keys: &[serde_json::Value]) {
+        *self.answer.lock().unwrap() = (code, json!({"keys": keys}).to_string());
+    }
+
+    fn hits(&self) -> usize {
+        self.server.hits()
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/.well-known/jwks.json", self.server.addr)
+    }
+}
+
+/// An inbound kawal (plaintext, no policy) verifying tokens against `jwks`.
+fn url_config(app: &Upstream, jwks: &JwksServer, reload_interval: &str) -> String {
+    let jwt = format!(
+        "[inbound.jwt]\nissuer = \"auth-service\"\naudiences = [\"order-service\"]\n\
+         jwks_url = \"{}\"\nalgorithms = [\"ES256\"]\nreload_interval = \"{reload_interval}\"\n",
+        jwks.url()
+    );
+    inbound_config(app.addr, &jwt)
+}
+
+async fn inbound_status(p: &Proxy, token: &str) -> u16 {
+    client()
+        .get(format!("http://{}/orders/1", p.inbound()))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn jwks_url_keys_verify_tokens() {
+    let key = KeyPair::generate().unwrap();
+    let jwks = JwksServer::start(&[ec_jwk(&key, "k1")]).await;
+    let app = Upstream::echo().await;
+    let p = Proxy::start(&url_config(&app, &jwks, "1h")).await;
+    assert_eq!(jwks.hits(), 1, "fetched once at start");
+
+    let res = client()
+        .get(format!("http://{}/orders/1", p.inbound()))
+        .header("authorization", format!("Bearer {}", signed(&key, "k1")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let echo: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(echo["headers"]["x-kawal-user"], "user-7");
+    let other = KeyPair::generate().unwrap();
+    assert_eq!(
+        inbound_status(&p, &signed(&other, "k1")).await,
+        401,
+        "wrong key, same kid"
+    );
+    assert_eq!(app.hits(), 1);
+    assert_eq!(jwks.hits(), 1, "a known kid never causes a fetch");
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_kid_triggers_one_rate_limited_early_refresh() {
+    let old = KeyPair::generate().unwrap();
+    let new = KeyPair::generate().unwrap();
+    let jwks = JwksServer::start(&[ec_jwk(&old, "k1")]).await;
+    let app = Upstream::echo().await;
+    // An hour between regular refreshes: only the unknown-kid refresh can explain a fetch.
+    let p = Proxy::start(&url_config(&app, &jwks, "1h")).await;
+    assert_eq!(jwks.hits(), 1);
+
+    // The identity provider rotates: a new key and kid next to the old one.
+    jwks.serve(200, &[ec_jwk(&old, "k1"), ec_jwk(&new, "k2")]);
+    let rotated = signed(&new, "k2");
+    assert_eq!(
+        inbound_status(&p, &rotated).await,
+        401,
+        "the request naming the unknown kid is answered at once"
+    );
+    // Four more unknown-kid requests in quick succession (a kid that never exists).
+    let ghost = signed(&new, "never-published");
+    for _ in 0..4 {
+        assert_eq!(inbound_status(&p, &ghost).await, 401);
+    }
+    assert!(jwks.hits() <= 2, "fetches: {}", jwks.hits());
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if inbound_status(&p, &rotated).await == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rotated key was never picked up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(inbound_status(&p, &signed(&old, "k1")).await, 200);
+    // More unknown kids inside the 30 s window fetch nothing.
+    for _ in 0..3 {
+        assert_eq!(inbound_status(&p, &ghost).await, 401);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(jwks.hits(), 2, "startup + one early refresh");
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn failing_jwks_server_keeps_the_cached_keys() {
+    let key = KeyPair::generate().unwrap();
+    let jwks = JwksServer::start(&[ec_jwk(&key, "k1")]).await;
+    let app = Upstream::echo().await;
+    let p = Proxy::start(&url_config(&app, &jwks, "100ms")).await;
+    jwks.serve(500, &[]);
+    // Regular refreshes fail (and one early one, for good measure).
+    assert_eq!(inbound_status(&p, &signed(&key, "k9")).await, 401);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while jwks.hits() < 4 {
+        assert!(tokio::time::Instant::now() < deadline, "hits: {}", jwks.hits());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for _ in 0..3 {
+        assert_eq!(inbound_status(&p, &signed(&key, "k1")).await, 200);
+    }
+    // A body that is not a JWK set is no better than a 500.
+    *jwks.answer.lock().unwrap() = (200, "<html>oops</html>".into());
+    let seen = jwks.hits();
+    while jwks.hits() < seen + 2 {
+        assert!(tokio::time::Instant::now() < deadline, "hits: {}", jwks.hits());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(inbound_status(&p, &signed(&key, "k1")).await, 200);
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn unreachable_jwks_url_fails_start_naming_url_and_cause() {
+    let key = KeyPair::generate().unwrap();
+    let jwks = JwksServer::start(&[ec_jwk(&key, "k1")]).await;
+    jwks.serve(503, &[]);
+    let app = Upstream::echo().await;
+    let cfg = kawal::config::Config::from_toml_str(&url_config(&app, &jwks, "1h"), "test.toml").unwrap();
+    let sink = kawal::log::Sink::Memory(Default::default());
+    let err = match kawal::start(cfg, sink).await {
+        Ok(_) => panic!("started without a JWKS"),
+        Err(e) => e,
+    };
+    assert!(matches!(err, kawal::StartError::Auth(_)), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains(&jwks.url()) && msg.contains("503"), "{msg}");
+}

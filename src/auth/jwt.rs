@@ -1,4 +1,4 @@
-//! JWT bearer-token validation against a local JWKS file.
+//! JWT bearer-token validation against a JWKS (a local file, or fetched from a URL).
 //!
 //! [`JwtVerifier::verify`] takes the `Authorization` header and the current
 //! time and returns the verified [`Claims`] or a [`JwtError`] whose
@@ -28,6 +28,7 @@ mod tests;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::str::FromStr as _;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -36,8 +37,10 @@ use base64::Engine as _;
 use http::HeaderValue;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use serde_json::{Map, Value};
+use tokio::sync::Notify;
 
 use self::keys::KeySet;
+pub(crate) use self::keys::MAX_JWKS_BYTES;
 
 /// Longest token accepted; real tokens are well under 2 KiB, and this bounds the work
 /// an unauthenticated caller can cause.
@@ -50,6 +53,27 @@ pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(15 * 60);
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 const REALM: &str = "kawal";
 
+/// Where the JWKS comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    /// A local file, read by [`JwtVerifier::load`] and [`JwtVerifier::reload`].
+    File(PathBuf),
+    /// An http(s) URL. The verifier never touches the network: the caller fetches
+    /// (see [`super::jwks_url`]) and hands the bytes to [`JwtVerifier::load_fetched`]
+    /// and [`JwtVerifier::reload_fetched`].
+    Url(String),
+}
+
+impl JwksSource {
+    /// How errors name the source: `JWKS file x.json` or `JWKS https://...`.
+    fn describe(&self) -> String {
+        match self {
+            JwksSource::File(path) => format!("JWKS file {}", path.display()),
+            JwksSource::Url(url) => format!("JWKS {url}"),
+        }
+    }
+}
+
 /// What the verifier needs from the config, in plain types.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JwtSettings {
@@ -57,8 +81,8 @@ pub struct JwtSettings {
     pub issuer: String,
     /// Accepted `aud` values; the token must name at least one.
     pub audiences: Vec<String>,
-    /// Local JWKS file with the public keys.
-    pub jwks_file: PathBuf,
+    /// Where the public keys come from.
+    pub jwks: JwksSource,
     /// Pinned algorithm names (RFC 7518 spelling, e.g. "RS256", "EdDSA").
     pub algorithms: Vec<String>,
     /// Secret for HS256; required if and only if "HS256" is pinned.
@@ -74,12 +98,13 @@ pub struct JwtSettings {
 }
 
 impl JwtSettings {
-    /// Settings with the defaults for everything but issuer, audiences and JWKS file.
+    /// Settings with the defaults for everything but issuer, audiences and JWKS file
+    /// (set `jwks` to [`JwksSource::Url`] afterwards for a URL).
     pub fn new(issuer: impl Into<String>, audiences: Vec<String>, jwks_file: impl Into<PathBuf>) -> Self {
         JwtSettings {
             issuer: issuer.into(),
             audiences,
-            jwks_file: jwks_file.into(),
+            jwks: JwksSource::File(jwks_file.into()),
             algorithms: DEFAULT_ALGORITHMS.iter().map(|a| a.to_string()).collect(),
             hs256_secret_file: None,
             max_lifetime: DEFAULT_MAX_LIFETIME,
@@ -203,6 +228,9 @@ pub struct JwtVerifier {
     settings: JwtSettings,
     algorithms: Vec<Algorithm>,
     keys: ArcSwap<KeySet>,
+    /// Signalled (for a URL source) when a token names an unknown `kid`; the
+    /// refresh task waits on it and rate-limits what it does about it.
+    refresh_wanted: Arc<Notify>,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -239,7 +267,17 @@ fn parse_algorithms(settings: &JwtSettings) -> Result<Vec<Algorithm>, String> {
 
 impl JwtVerifier {
     /// Validates the settings and reads the key files; errors name the file.
+    /// A [`JwksSource::Url`] must go through [`load_fetched`](Self::load_fetched).
     pub fn load(settings: JwtSettings) -> Result<Self, String> {
+        let jwks = match &settings.jwks {
+            JwksSource::File(path) => keys::read_jwks(path)?,
+            JwksSource::Url(url) => return Err(format!("JWKS {url}: not fetched")),
+        };
+        Self::load_fetched(settings, &jwks)
+    }
+
+    /// As [`load`](Self::load), with the JWKS bytes already read or fetched.
+    pub fn load_fetched(settings: JwtSettings, jwks: &[u8]) -> Result<Self, String> {
         if settings.issuer.is_empty() {
             return Err("jwt.issuer is empty".into());
         }
@@ -247,8 +285,9 @@ impl JwtVerifier {
             return Err("jwt.audiences must list at least one non-empty audience".into());
         }
         let algorithms = parse_algorithms(&settings)?;
-        let keys = keys::load(
-            &settings.jwks_file,
+        let keys = keys::parse(
+            jwks,
+            &settings.jwks.describe(),
             settings.hs256_secret_file.as_deref(),
             &algorithms,
         )?;
@@ -256,15 +295,44 @@ impl JwtVerifier {
             settings,
             algorithms,
             keys: ArcSwap::from_pointee(keys),
+            refresh_wanted: Arc::new(Notify::new()),
         })
     }
 
     /// Re-reads the key files; on error the keys in use stay unchanged.
+    /// A [`JwksSource::Url`] must go through [`reload_fetched`](Self::reload_fetched).
     pub fn reload(&self) -> Result<(), String> {
+        let jwks = match &self.settings.jwks {
+            JwksSource::File(path) => keys::read_jwks(path)?,
+            JwksSource::Url(url) => return Err(format!("JWKS {url}: not fetched")),
+        };
+        self.reload_fetched(&jwks)
+    }
+
+    /// Replaces the keys with those in `jwks` (and re-reads the HS256 secret);
+    /// on error the keys in use stay unchanged.
+    pub fn reload_fetched(&self, jwks: &[u8]) -> Result<(), String> {
         let s = &self.settings;
-        let keys = keys::load(&s.jwks_file, s.hs256_secret_file.as_deref(), &self.algorithms)?;
+        let keys = keys::parse(
+            jwks,
+            &s.jwks.describe(),
+            s.hs256_secret_file.as_deref(),
+            &self.algorithms,
+        )?;
         self.keys.store(keys.into());
         Ok(())
+    }
+
+    /// Where the JWKS comes from.
+    pub fn jwks_source(&self) -> &JwksSource {
+        &self.settings.jwks
+    }
+
+    /// Notified when a token with an unknown `kid` arrived and the JWKS comes
+    /// from a URL: the keys may have rotated. Only a signal; the request is
+    /// still rejected, and the listener decides whether and when to refetch.
+    pub fn refresh_wanted(&self) -> Arc<Notify> {
+        self.refresh_wanted.clone()
     }
 
     /// Number of usable JWKS keys currently loaded (for a log line after reload).
@@ -292,7 +360,12 @@ impl JwtVerifier {
             };
         };
         let token = bearer_token(header)?;
-        let payload = self.check_signature(token)?;
+        let payload = self.check_signature(token).inspect_err(|e| {
+            if *e == JwtError::UnknownKid && matches!(self.settings.jwks, JwksSource::Url(_)) {
+                // One stored permit at most, however many requests: never a fetch per request.
+                self.refresh_wanted.notify_one();
+            }
+        })?;
         self.check_claims(payload, now).map(Some)
     }
 

@@ -17,10 +17,13 @@
 //!
 //! Both cores are pure and synchronous: no sockets, no clock of their own
 //! (the time is passed in), and only [`JwtVerifier::load`] and
-//! [`JwtVerifier::reload`] touch the file system.
+//! [`JwtVerifier::reload`] touch the file system. A JWKS from a URL is
+//! fetched by [`jwks_url`] (async, off the request path) and handed over as bytes.
 
+pub mod jwks_url;
 pub mod jwt;
 pub mod policy;
 
-pub use jwt::{Claims, JwtError, JwtSettings, JwtVerifier};
+pub use jwks_url::JwksFetcher;
+pub use jwt::{Claims, JwksSource, JwtError, JwtSettings, JwtVerifier};
 pub use policy::{AllowRule, Decision, Policy};

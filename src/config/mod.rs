@@ -113,8 +113,12 @@ pub struct InboundJwt {
     pub issuer: String,
     /// `aud` must contain one of these.
     pub audiences: Vec<String>,
-    /// Local JWKS file with the verification keys.
-    pub jwks_file: PathBuf,
+    /// Local JWKS file with the verification keys (this or `jwks_url`).
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// http(s) URL to fetch the JWKS from (this or `jwks_file`).
+    #[serde(default)]
+    pub jwks_url: Option<String>,
     /// Pinned algorithms (RS256, ES256, EdDSA; HS256 only with a secret).
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<String>,
@@ -133,7 +137,7 @@ pub struct InboundJwt {
     /// Claims that must equal (or, for arrays, contain) a value.
     #[serde(default)]
     pub require_claims: BTreeMap<String, String>,
-    /// How often the JWKS file is read again (key rotation).
+    /// How often the JWKS file is read again, or the URL fetched (key rotation).
     #[serde(default = "d_60s")]
     pub reload_interval: Dur,
 }
@@ -563,7 +567,7 @@ impl Config {
             }
         };
         if let Some(jwt) = self.inbound.as_mut().and_then(|i| i.jwt.as_mut()) {
-            fix(&mut jwt.jwks_file);
+            jwt.jwks_file.as_mut().map(fix);
             jwt.hs256_secret_file.as_mut().map(fix);
         }
         if let Some(tls) = self.inbound.as_mut().and_then(|i| i.tls.as_mut()) {
@@ -652,6 +656,22 @@ fn validate(cfg: &Config) -> Vec<(Vec<String>, String)> {
                 "allow rules match verified peer identities, which need [inbound.tls] client_ca (mTLS)"
                     .into(),
             );
+        }
+        if let Some(jwt) = &inbound.jwt {
+            match (&jwt.jwks_file, &jwt.jwks_url) {
+                (Some(_), Some(_)) => bad(
+                    &["inbound", "jwt", "jwks_url"],
+                    "set either jwks_url or jwks_file, not both".into(),
+                ),
+                (None, None) => bad(
+                    &["inbound", "jwt"],
+                    "needs the JWKS: set jwks_file or jwks_url".into(),
+                ),
+                _ => {}
+            }
+            if let Some(Err(msg)) = jwt.jwks_url.as_deref().map(crate::auth::jwks_url::parse_url) {
+                bad(&["inbound", "jwt", "jwks_url"], msg);
+            }
         }
     }
     if let Some(out) = &cfg.outbound {
@@ -975,6 +995,45 @@ endpoints = ["127.0.0.1:9000"]
             "{}",
             p[1]
         );
+    }
+
+    #[test]
+    fn jwks_needs_exactly_one_of_file_and_url() {
+        let jwt =
+            |body: &str| format!("{MINIMAL}\n[inbound.jwt]\nissuer = \"i\"\naudiences = [\"a\"]\n{body}\n");
+        let cfg = Config::from_toml_str(
+            &jwt("jwks_url = \"https://idp.example/.well-known/jwks.json\""),
+            "kawal.toml",
+        )
+        .unwrap();
+        let j = cfg.inbound.unwrap().jwt.unwrap();
+        assert_eq!(
+            j.jwks_url.as_deref(),
+            Some("https://idp.example/.well-known/jwks.json")
+        );
+        assert_eq!(j.jwks_file, None);
+        Config::from_toml_str(&jwt("jwks_file = \"jwks.json\""), "kawal.toml").unwrap();
+
+        let p = problems(&jwt(
+            "jwks_file = \"jwks.json\"\njwks_url = \"http://idp:8080/jwks\"",
+        ));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("kawal.toml:13:1: inbound.jwt.jwks_url: set either jwks_url or jwks_file"),
+            "{p:?}"
+        );
+        let p = problems(&jwt(""));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("kawal.toml:9:10: inbound.jwt: "), "{p:?}");
+        assert!(p[0].contains("jwks_file") && p[0].contains("jwks_url"), "{p:?}");
+        for url in ["ftp://idp/jwks", "/jwks.json", "not a url"] {
+            let p = problems(&jwt(&format!("jwks_url = \"{url}\"")));
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert!(
+                p[0].starts_with("kawal.toml:12:1: inbound.jwt.jwks_url: "),
+                "{p:?}"
+            );
+        }
     }
 
     #[test]

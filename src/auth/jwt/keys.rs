@@ -1,6 +1,7 @@
-//! Loading verification keys: the JWKS file and the optional HS256 secret.
+//! Loading verification keys: the JWKS (a file, or bytes fetched from the
+//! configured URL) and the optional HS256 secret.
 //!
-//! Keys come only from these files, never from a token (`jku`, `x5u` and an
+//! Keys come only from these sources, never from a token (`jku`, `x5u` and an
 //! embedded `jwk` are ignored). Each JWKS key is bound at load time to the
 //! algorithms it may verify (its family, its curve, its own `alg` if given,
 //! and the pinned list), so a token can never pick a key of another family:
@@ -15,7 +16,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use serde::Deserialize;
 
 // Far above any real key set; stops a wrong path (a log file, /dev/zero) from eating memory.
-const MAX_JWKS_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_JWKS_BYTES: u64 = 1024 * 1024;
 const MAX_SECRET_BYTES: u64 = 64 * 1024;
 // RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
 const MIN_SECRET_BYTES: usize = 32;
@@ -70,15 +71,23 @@ fn read_capped(path: &Path, cap: u64, what: &str) -> Result<Vec<u8>, String> {
     Ok(buf)
 }
 
-/// Reads the JWKS file and, if configured, the HS256 secret file.
-pub(super) fn load(jwks: &Path, secret: Option<&Path>, pinned: &[Algorithm]) -> Result<KeySet, String> {
-    let keys = load_jwks(jwks, pinned)?;
+/// Reads the JWKS file (capped) without parsing it.
+pub(super) fn read_jwks(path: &Path) -> Result<Vec<u8>, String> {
+    read_capped(path, MAX_JWKS_BYTES, "JWKS file")
+}
+
+/// Parses JWKS bytes and, if configured, reads the HS256 secret file.
+/// `source` names where the bytes came from in errors ("JWKS file x.json").
+pub(super) fn parse(
+    jwks: &[u8],
+    source: &str,
+    secret: Option<&Path>,
+    pinned: &[Algorithm],
+) -> Result<KeySet, String> {
+    let keys = parse_jwks(jwks, source, pinned)?;
     let needs_jwks = pinned.iter().any(|a| a.family() != AlgorithmFamily::Hmac);
     if needs_jwks && keys.is_empty() {
-        return Err(format!(
-            "JWKS file {}: no usable key for the configured algorithms",
-            jwks.display()
-        ));
+        return Err(format!("{source}: no usable key for the configured algorithms"));
     }
     let hmac = secret.map(load_secret).transpose()?;
     Ok(KeySet { keys, hmac })
@@ -102,21 +111,16 @@ fn load_secret(path: &Path) -> Result<DecodingKey, String> {
     Ok(DecodingKey::from_secret(&bytes))
 }
 
-fn load_jwks(path: &Path, pinned: &[Algorithm]) -> Result<Vec<Key>, String> {
-    let bytes = read_capped(path, MAX_JWKS_BYTES, "JWKS file")?;
-    let set: RawSet = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("JWKS file {}: not a JWK set: {e}", path.display()))?;
+fn parse_jwks(bytes: &[u8], source: &str, pinned: &[Algorithm]) -> Result<Vec<Key>, String> {
+    let set: RawSet = serde_json::from_slice(bytes).map_err(|e| format!("{source}: not a JWK set: {e}"))?;
     let mut keys = Vec::new();
     for (i, value) in set.keys.into_iter().enumerate() {
-        let jwk: RawJwk = serde_json::from_value(value)
-            .map_err(|e| format!("JWKS file {}: key {i}: {e}", path.display()))?;
+        let jwk: RawJwk = serde_json::from_value(value).map_err(|e| format!("{source}: key {i}: {e}"))?;
         let name = match &jwk.kid {
             Some(kid) => format!("key {i} (kid {kid:?})"),
             None => format!("key {i}"),
         };
-        if let Some(key) =
-            parse_key(jwk, pinned).map_err(|e| format!("JWKS file {}: {name}: {e}", path.display()))?
-        {
+        if let Some(key) = parse_key(jwk, pinned).map_err(|e| format!("{source}: {name}: {e}"))? {
             keys.push(key);
         }
     }

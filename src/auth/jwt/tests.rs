@@ -1,6 +1,6 @@
 //! Unit tests for the JWT verifier, with keys generated at test time.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -346,7 +346,7 @@ fn key_lookup_by_kid() {
     assert_eq!(reason(&v, &forged), "bad_signature");
 
     let single = f.dir.write("single.json", jwks(&[ec_jwk(&f.ec, "ec-1")]));
-    let v = f.with(|s| s.jwks_file = single.clone());
+    let v = f.with(|s| s.jwks = JwksSource::File(single.clone()));
     assert_eq!(sub(&v, &f.es256(None, &claims())), "user-42");
 }
 
@@ -468,7 +468,7 @@ fn load_err(f: &Fixture, edit: impl FnOnce(&mut JwtSettings)) -> String {
 
 fn jwks_err(f: &Fixture, key: Value) -> String {
     let path = f.dir.write("bad.json", jwks(&[key]));
-    load_err(f, |s| s.jwks_file = path)
+    load_err(f, |s| s.jwks = JwksSource::File(path))
 }
 
 #[test]
@@ -488,7 +488,7 @@ fn bad_settings_are_rejected_at_load() {
     assert!(e.contains("short"), "{e}");
     assert!(load_err(&f, |s| s.audiences.clear()).contains("audiences"));
     assert!(load_err(&f, |s| s.issuer.clear()).contains("issuer"));
-    let e = load_err(&f, |s| s.jwks_file = Path::new("/nonexistent/keys.json").into());
+    let e = load_err(&f, |s| s.jwks = JwksSource::File("/nonexistent/keys.json".into()));
     assert!(e.contains("/nonexistent/keys.json"), "{e}");
 }
 
@@ -513,9 +513,9 @@ fn bad_jwks_keys_are_rejected_without_panicking() {
     let x448 = json!({"kty": "OKP", "crv": "X448", "x": "AA"});
     let oaep = json!({"kty": "RSA", "alg": "RSA-OAEP", "n": b64(&[0xc3; 16]), "e": "AQAB"});
     let path = f.dir.write("unusable.json", jwks(&[enc, oct, x448, oaep]));
-    assert!(load_err(&f, |s| s.jwks_file = path).contains("no usable key"));
+    assert!(load_err(&f, |s| s.jwks = JwksSource::File(path)).contains("no usable key"));
     let path = f.dir.write("notaset.json", "[]");
-    assert!(load_err(&f, |s| s.jwks_file = path).contains("not a JWK set"));
+    assert!(load_err(&f, |s| s.jwks = JwksSource::File(path)).contains("not a JWK set"));
 }
 
 #[test]
@@ -526,7 +526,7 @@ fn rsa_jwk_is_accepted() {
     n[255] |= 1;
     let rsa = json!({"kty": "RSA", "kid": "r", "alg": "RS256", "n": b64(&n), "e": "AQAB"});
     let path = f.dir.write("rsa.json", jwks(&[rsa]));
-    let v = f.with(|s| s.jwks_file = path);
+    let v = f.with(|s| s.jwks = JwksSource::File(path));
     assert_eq!(v.key_count(), 1);
     let header = b64(br#"{"alg":"RS256","kid":"r"}"#);
     let token = format!(
@@ -540,7 +540,7 @@ fn rsa_jwk_is_accepted() {
         .dir
         .write("mixed.json", jwks(&[rsa_tiny(), ec_jwk(&f.ec, "ec-1")]));
     let v = f.with(|s| {
-        s.jwks_file = path;
+        s.jwks = JwksSource::File(path);
         s.algorithms = vec!["ES256".into()];
     });
     assert_eq!(v.key_count(), 1);
