@@ -18,6 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use super::jwt::MAX_JWKS_BYTES;
+use crate::error::error_chain;
 use crate::proxy::connect::Connector;
 use crate::tls::{ClientTls, ClientTlsFiles, ALPN_HTTP1};
 
@@ -105,7 +106,7 @@ impl JwksFetcher {
             .header(header::USER_AGENT, concat!("kawal/", env!("CARGO_PKG_VERSION")))
             .body(Empty::new())
             .map_err(|e| e.to_string())?;
-        let res = self.client.request(req).await.map_err(|e| chain(&e))?;
+        let res = self.client.request(req).await.map_err(|e| error_chain(&e))?;
         let status = res.status();
         if !status.is_success() {
             return Err(format!("HTTP status {status}"));
@@ -115,24 +116,9 @@ impl JwksFetcher {
         let body = limited
             .collect()
             .await
-            .map_err(|e| format!("reading the body: {}", chain(&*e)))?;
+            .map_err(|e| format!("reading the body: {}", error_chain(&*e)))?;
         Ok(body.to_bytes().to_vec())
     }
-}
-
-/// An error and its sources, `a: b: c` (hyper's own message is often just "client error").
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

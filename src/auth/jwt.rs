@@ -323,11 +323,6 @@ impl JwtVerifier {
         Ok(())
     }
 
-    /// Where the JWKS comes from.
-    pub fn jwks_source(&self) -> &JwksSource {
-        &self.settings.jwks
-    }
-
     /// Notified when a token with an unknown `kid` arrived and the JWKS comes
     /// from a URL: the keys may have rotated. Only a signal; the request is
     /// still rejected, and the listener decides whether and when to refetch.
