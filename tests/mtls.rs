@@ -344,6 +344,35 @@ impl rustls::client::danger::ServerCertVerifier for ChainOnly {
     }
 }
 
+/// B with inbound mTLS whose files are re-read every 50 ms.
+async fn reloading_b(pki: &Pki, app: &Upstream) -> Proxy {
+    let tls = format!(
+        "[inbound.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nreload_interval = \"50ms\"",
+        pki.path("b.crt"),
+        pki.path("b.key"),
+        pki.path("ca.pem")
+    );
+    Proxy::start(&inbound_config(app.addr, &tls)).await
+}
+
+/// Rotates B's leaf (a new one valid for two days), waits until B reports
+/// the new expiry, and returns the new leaf.
+async fn rotate_b(pki: &Pki, b: &Proxy) -> Vec<u8> {
+    pki.leaf_valid("b", B_ID, &[], Duration::from_secs(2 * 86_400));
+    let series = r#"kawal_tls_cert_expiry_seconds{cert="inbound"}"#;
+    for _ in 0..200 {
+        if b.metric(series).await > 86_400.0 * 1.5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        b.metric(series).await > 86_400.0 * 1.5,
+        "the new certificate was not loaded"
+    );
+    pem_der(&pki.path("b.crt"))
+}
+
 fn pem_der(path: &str) -> Vec<u8> {
     use rustls::pki_types::pem::PemObject;
     rustls::pki_types::CertificateDer::from_pem_file(path)
@@ -357,32 +386,13 @@ async fn rotated_certificates_apply_to_new_connections_and_a_broken_file_is_igno
     pki.leaf("a", A_ID);
     pki.leaf("b", B_ID);
     let app = Upstream::echo().await;
-    let tls = format!(
-        "[inbound.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nreload_interval = \"50ms\"",
-        pki.path("b.crt"),
-        pki.path("b.key"),
-        pki.path("ca.pem")
-    );
-    let b = Proxy::start(&inbound_config(app.addr, &tls)).await;
+    let b = reloading_b(&pki, &app).await;
     let a = sidecar_a(&pki, b.inbound(), B_ID).await;
     assert_eq!(through_a(&a, false).await.status(), 200);
     let first = pem_der(&pki.path("b.crt"));
     assert_eq!(server_leaf_seen_by_new_connection(&pki, b.inbound()).await, first);
 
-    // Rotate: a new leaf valid for two days; wait until B reports the new expiry.
-    pki.leaf_valid("b", B_ID, &[], Duration::from_secs(2 * 86_400));
-    let second = pem_der(&pki.path("b.crt"));
-    let series = r#"kawal_tls_cert_expiry_seconds{cert="inbound"}"#;
-    for _ in 0..200 {
-        if b.metric(series).await > 86_400.0 * 1.5 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(
-        b.metric(series).await > 86_400.0 * 1.5,
-        "the new certificate was not loaded"
-    );
+    let second = rotate_b(&pki, &b).await;
     // Traffic goes on (A's pooled connection may predate the rotation; that an
     // established connection keeps serving across a reload is shown by
     // `an_open_connection_keeps_working_across_a_certificate_rotation`);
@@ -412,13 +422,7 @@ async fn an_open_connection_keeps_working_across_a_certificate_rotation() {
     pki.leaf("a", A_ID);
     pki.leaf("b", B_ID);
     let app = Upstream::echo().await;
-    let tls = format!(
-        "[inbound.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nreload_interval = \"50ms\"",
-        pki.path("b.crt"),
-        pki.path("b.key"),
-        pki.path("ca.pem")
-    );
-    let b = Proxy::start(&inbound_config(app.addr, &tls)).await;
+    let b = reloading_b(&pki, &app).await;
     let first = pem_der(&pki.path("b.crt"));
 
     // One TLS connection, HTTP/1.1 over it, opened before the rotation.
@@ -439,21 +443,8 @@ async fn an_open_connection_keeps_working_across_a_certificate_rotation() {
     assert_eq!(res.status(), 200);
     http_body_util::BodyExt::collect(res.into_body()).await.unwrap();
 
-    // Rotate: a new leaf valid for two days; wait until B reports the new expiry.
-    pki.leaf_valid("b", B_ID, &[], Duration::from_secs(2 * 86_400));
-    let second = pem_der(&pki.path("b.crt"));
+    let second = rotate_b(&pki, &b).await;
     assert_ne!(second, first);
-    let series = r#"kawal_tls_cert_expiry_seconds{cert="inbound"}"#;
-    for _ in 0..200 {
-        if b.metric(series).await > 86_400.0 * 1.5 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(
-        b.metric(series).await > 86_400.0 * 1.5,
-        "the new certificate was not loaded"
-    );
 
     // The connection opened before the rotation is still up and serves the
     // next request; it still speaks with the first leaf.
