@@ -188,8 +188,10 @@ where
 {
     let peer = info.peer;
     let svc = service_fn(move |req| {
-        // Boxed once: the request future is large, and hyper moves it around.
-        let fut = Box::pin(handler(req, info.clone()));
+        // Not boxed: HTTP/1 keeps the request future in one allocation per
+        // connection (HTTP/2 spawns it as a task), so a box would be one
+        // large allocation per request for nothing.
+        let fut = handler(req, info.clone());
         async move { Ok::<_, Infallible>(fut.await) }
     });
     let conn = watcher.watch(builder.serve_connection(TokioIo::new(io), svc).into_owned());
