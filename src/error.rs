@@ -222,11 +222,17 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// The first error of type `E` in a source chain.
+/// The first error of type `E` in a source chain. An `io::Error` wrapping
+/// another error (as tokio-rustls wraps rustls's) is looked into too: its
+/// `source()` skips the wrapped error itself.
 pub fn find<'a, E: std::error::Error + 'static>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a E> {
     let mut cur = Some(err);
     while let Some(e) = cur {
         if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
+        }
+        let wrapped = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
+        if let Some(found) = wrapped.and_then(|inner| find::<E>(inner)) {
             return Some(found);
         }
         cur = e.source();
@@ -237,6 +243,17 @@ pub fn find<'a, E: std::error::Error + 'static>(err: &'a (dyn std::error::Error 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn find_looks_inside_a_wrapping_io_error() {
+        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, alert);
+        assert!(matches!(
+            find::<rustls::Error>(&io),
+            Some(rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA))
+        ));
+        assert!(find::<std::fmt::Error>(&io).is_none());
+    }
     use http_body_util::BodyExt;
 
     #[tokio::test]

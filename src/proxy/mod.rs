@@ -159,8 +159,6 @@ pub struct Exchange {
     pub direction: Direction,
     /// When the request head arrived.
     pub started: Instant,
-    /// The same moment on the wall clock, for the exported span.
-    pub started_at: SystemTime,
     /// Trace position.
     pub trace: RequestTrace,
     /// Request method.
@@ -199,14 +197,17 @@ impl Exchange {
                 attributes.push(KeyValue::new(key, v.to_string()));
             }
         }
+        // The wall-clock start is derived here, so requests pay no clock read
+        // for it when nothing is exported.
+        let end = SystemTime::now();
         SpanRecord {
             kind: opentelemetry::trace::SpanKind::Server,
             span_id: self.trace.span_id,
             parent_id: self.trace.parent_id,
             parent_is_remote: true,
             method: &self.method,
-            start: self.started_at,
-            end: self.started_at + elapsed,
+            start: end - elapsed,
+            end,
             status: Some(status),
             error,
             attributes,
@@ -218,7 +219,6 @@ impl Exchange {
         Exchange {
             direction,
             started: Instant::now(),
-            started_at: SystemTime::now(),
             trace,
             method: parts.method.clone(),
             uri: parts.uri.clone(),

@@ -318,7 +318,7 @@ impl Upstream {
                 cause: tls.0.clone(),
             };
         }
-        if let Some(alert) = tls_alert(err) {
+        if let Some(rustls::Error::AlertReceived(alert)) = find::<rustls::Error>(err) {
             // TLS 1.3: the server judges our client certificate after our side
             // of the handshake is done, so its refusal arrives on first read.
             return ProxyError::UpstreamTls {
@@ -338,22 +338,6 @@ impl Upstream {
         }
         ProxyError::UpstreamReset { upstream, cause }
     }
-}
-
-/// A fatal alert the upstream sent (e.g. it did not accept our certificate).
-/// tokio-rustls wraps it in an `io::Error`, whose `source()` skips it.
-fn tls_alert(err: &(dyn std::error::Error + 'static)) -> Option<rustls::AlertDescription> {
-    std::iter::successors(Some(err), |e| e.source()).find_map(|e| {
-        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
-            e.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
-        match tls {
-            Some(rustls::Error::AlertReceived(alert)) => Some(*alert),
-            _ => None,
-        }
-    })
 }
 
 fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {

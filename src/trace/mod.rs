@@ -97,7 +97,8 @@ impl Propagator {
 
     fn samples(&self, trace_id: &TraceId) -> bool {
         let low = u64::from_be_bytes(trace_id.0[8..].try_into().unwrap_or_default());
-        (low >> 1) < self.sample_below || self.sample_below == 1 << 63
+        // At ratio 1.0 the bound is 2^63, above every 63-bit value.
+        (low >> 1) < self.sample_below
     }
 
     /// Writes the outgoing context, with `parent` (kawal's span for this
