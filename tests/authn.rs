@@ -35,8 +35,12 @@ async fn caller(pki: &Pki, name: &str, b: std::net::SocketAddr) -> Proxy {
         pki.path(&format!("{name}.crt")),
         pki.path(&format!("{name}.key")),
     );
-    Proxy::start(&outbound_config(&[b], &tls, "")).await
+    Proxy::start(&outbound_config(&[b], &tls, ROOMY_LIMITS)).await
 }
+
+/// Room for a 100 KB bearer token, so that it reaches B's JWT check (with the
+/// default limits it is refused earlier, with 431, as any oversized header).
+const ROOMY_LIMITS: &str = "[limits]\nmax_request_head = \"256KiB\"\nmax_header = \"128KiB\"";
 
 async fn mesh(tag: &str) -> Mesh {
     let pki = Pki::new(tag);
@@ -67,6 +71,8 @@ audiences = ["order-service"]
 jwks_file = "{jwks}"
 algorithms = ["ES256"]
 max_lifetime = "15m"
+
+{ROOMY_LIMITS}
 "#,
         cert = pki.path("b.crt"),
         key = pki.path("b.key"),
@@ -92,8 +98,21 @@ fn now() -> u64 {
 
 impl Mesh {
     fn token(&self, claims: serde_json::Value) -> String {
+        self.signed(claims, "k1")
+    }
+
+    /// A valid token, naming key `kid` (the JWKS has only "k1").
+    fn token_with_kid(&self, kid: &str) -> String {
+        self.signed(
+            json!({"sub": "user-42", "iss": "auth-service", "aud": "order-service",
+                   "iat": now() - 10, "exp": now() + 300}),
+            kid,
+        )
+    }
+
+    fn signed(&self, claims: serde_json::Value, kid: &str) -> String {
         let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some("k1".into());
+        header.kid = Some(kid.into());
         jsonwebtoken::encode(
             &header,
             &claims,
@@ -103,10 +122,7 @@ impl Mesh {
     }
 
     fn valid_token(&self) -> String {
-        self.token(
-            json!({"sub": "user-42", "iss": "auth-service", "aud": "order-service",
-                          "iat": now() - 10, "exp": now() + 300}),
-        )
+        self.token_with_kid("k1")
     }
 
     async fn call(&self, via: &Proxy, method: &str, path: &str, token: Option<&str>) -> reqwest::Response {
@@ -187,6 +203,16 @@ async fn bad_tokens_get_401_with_a_logged_reason_and_never_reach_the_app() {
             .to_string()
         )
     );
+    // HS256 "signed" with what an attacker can read: B's public JWKS key.
+    let key_confusion = jsonwebtoken::encode(
+        &Header {
+            kid: Some("k1".into()),
+            ..Header::new(Algorithm::HS256)
+        },
+        &json!({"sub": "admin", "iss": "auth-service", "aud": "order-service", "iat": now(), "exp": now() + 60}),
+        &EncodingKey::from_secret(m.key.public_key_raw()),
+    )
+    .unwrap();
     let with = |key: &str, value: serde_json::Value| {
         base(&|c| {
             c.insert(key.to_string(), value.clone());
@@ -207,6 +233,16 @@ async fn bad_tokens_get_401_with_a_logged_reason_and_never_reach_the_app() {
         ),
         (Some(alg_none), "alg_not_allowed"),
         (Some("not.a!valid.token".into()), "malformed"),
+        (Some(m.token_with_kid("k9")), "unknown_kid"),
+        (Some(key_confusion), "alg_not_allowed"),
+        (
+            Some(format!(
+                "{}.{}.sig",
+                URL_SAFE_NO_PAD.encode(r#"{"alg":"ES256","kid":"k1"}"#),
+                "A".repeat(100 * 1024)
+            )),
+            "too_large",
+        ),
     ];
     for (token, reason) in &cases {
         let res = m.call(&m.a, "GET", "/orders/1", token.as_deref()).await;
