@@ -197,7 +197,7 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
                 // A URL is fetched once here: no keys, no start (as for an unreadable file).
                 let (verifier, fetcher) = match &j.jwks_url {
                     Some(url) => {
-                        let fetcher = auth::JwksFetcher::new(url).map_err(auth_err)?;
+                        let fetcher = auth::JwksFetcher::new(url, j.jwks_ca.clone()).map_err(auth_err)?;
                         let bytes = fetcher.fetch().await.map_err(auth_err)?;
                         let verifier = auth::JwtVerifier::load_fetched(settings, &bytes).map_err(auth_err)?;
                         (verifier, Some(fetcher))

@@ -320,12 +320,33 @@ impl JwksServer {
 
 /// An inbound kawal (plaintext, no policy) verifying tokens against `jwks`.
 fn url_config(app: &Upstream, jwks: &JwksServer, reload_interval: &str) -> String {
+    jwks_url_config(
+        app,
+        &jwks.url(),
+        &format!("reload_interval = \"{reload_interval}\""),
+    )
+}
+
+/// An inbound kawal verifying tokens against the JWKS at `url`; `extra`: more `[inbound.jwt]` keys.
+fn jwks_url_config(app: &Upstream, url: &str, extra: &str) -> String {
     let jwt = format!(
         "[inbound.jwt]\nissuer = \"auth-service\"\naudiences = [\"order-service\"]\n\
-         jwks_url = \"{}\"\nalgorithms = [\"ES256\"]\nreload_interval = \"{reload_interval}\"\n",
-        jwks.url()
+         jwks_url = \"{url}\"\nalgorithms = [\"ES256\"]\n{extra}\n"
     );
     inbound_config(app.addr, &jwt)
+}
+
+/// Starts kawal with `toml`, which must fail; the error's text.
+async fn start_error(toml: &str) -> String {
+    let cfg = kawal::config::Config::from_toml_str(toml, "test.toml").unwrap();
+    let sink = kawal::log::Sink::Memory(Default::default());
+    match kawal::start(cfg, sink).await {
+        Ok(_) => panic!("started without a JWKS"),
+        Err(e) => {
+            assert!(matches!(e, kawal::StartError::Auth(_)), "{e:?}");
+            e.to_string()
+        }
+    }
 }
 
 async fn inbound_status(p: &Proxy, token: &str) -> u16 {
@@ -447,13 +468,35 @@ async fn unreachable_jwks_url_fails_start_naming_url_and_cause() {
     let jwks = JwksServer::start(&[ec_jwk(&key, "k1")]).await;
     jwks.serve(503, &[]);
     let app = Upstream::echo().await;
-    let cfg = kawal::config::Config::from_toml_str(&url_config(&app, &jwks, "1h"), "test.toml").unwrap();
-    let sink = kawal::log::Sink::Memory(Default::default());
-    let err = match kawal::start(cfg, sink).await {
-        Ok(_) => panic!("started without a JWKS"),
-        Err(e) => e,
-    };
-    assert!(matches!(err, kawal::StartError::Auth(_)), "{err:?}");
-    let msg = err.to_string();
+    let msg = start_error(&url_config(&app, &jwks, "1h")).await;
     assert!(msg.contains(&jwks.url()) && msg.contains("503"), "{msg}");
+}
+
+#[tokio::test]
+async fn https_jwks_url_is_verified_against_jwks_ca() {
+    let pki = Pki::new("jwks-https");
+    pki.leaf_with_dns("idp", "spiffe://shop.test/ns/auth/sa/idp", &["localhost"]);
+    let key = KeyPair::generate().unwrap();
+    let jwks = JwksServer::start(&[ec_jwk(&key, "k1")]).await;
+    // The identity provider's HTTPS front: a kawal terminating TLS for it.
+    let idp_tls = format!(
+        "[inbound.tls]\ncert = \"{}\"\nkey = \"{}\"",
+        pki.path("idp.crt"),
+        pki.path("idp.key")
+    );
+    let idp = Proxy::start(&inbound_config(jwks.server.addr, &idp_tls)).await;
+    let url = format!("https://localhost:{}/.well-known/jwks.json", idp.inbound().port());
+    let app = Upstream::echo().await;
+
+    let ca = format!("jwks_ca = \"{}\"", pki.path("ca.pem"));
+    let p = Proxy::start(&jwks_url_config(&app, &url, &ca)).await;
+    assert_eq!(inbound_status(&p, &signed(&key, "k1")).await, 200);
+    assert_eq!(jwks.hits(), 1);
+
+    // The Mozilla roots do not know the private CA: no keys, no start.
+    let msg = start_error(&jwks_url_config(&app, &url, "")).await;
+    assert!(msg.contains(&url) && msg.contains("unknown issuer"), "{msg}");
+    assert_eq!(jwks.hits(), 1);
+    p.shutdown().await;
+    idp.shutdown().await;
 }

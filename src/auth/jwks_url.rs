@@ -1,12 +1,13 @@
 //! Fetching the JWKS from `[inbound.jwt] jwks_url`.
 //!
 //! One GET through a hyper-util client and the proxy's own [`Connector`]:
-//! plain HTTP, or HTTPS verified against the webpki roots (a [`ClientTls`]
-//! without CA or client certificate). The whole exchange is bounded by
+//! plain HTTP, or HTTPS verified against `jwks_ca` or else the webpki roots
+//! (a [`ClientTls`] without client certificate). The whole exchange is bounded by
 //! [`FETCH_TIMEOUT`] and the body by the same 1 MiB cap as a JWKS file. The
 //! body never appears in an error. Parsing is the verifier's
 //! ([`super::JwtVerifier::load_fetched`]), the same code as for a file.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,11 +58,12 @@ impl std::fmt::Debug for JwksFetcher {
 }
 
 impl JwksFetcher {
-    /// A fetcher for `url` (http or https).
-    pub fn new(url: &str) -> Result<Self, String> {
+    /// A fetcher for `url` (http or https); `ca` replaces the webpki roots.
+    pub fn new(url: &str, ca: Option<PathBuf>) -> Result<Self, String> {
         let uri = parse_url(url)?;
         let tls = if uri.scheme_str() == Some("https") {
             let tls = ClientTls::load(ClientTlsFiles {
+                ca,
                 alpn: vec![ALPN_HTTP1.to_vec()],
                 ..ClientTlsFiles::default()
             })
@@ -131,7 +133,7 @@ mod tests {
         for bad in ["ftp://idp/jwks", "/jwks.json", "https://", "https://u:p@idp/jwks"] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }
-        let f = JwksFetcher::new("https://idp.example/.well-known/jwks.json").unwrap();
+        let f = JwksFetcher::new("https://idp.example/.well-known/jwks.json", None).unwrap();
         assert_eq!(f.url().host(), Some("idp.example"));
     }
 }

@@ -119,6 +119,10 @@ pub struct InboundJwt {
     /// http(s) URL to fetch the JWKS from (this or `jwks_file`).
     #[serde(default)]
     pub jwks_url: Option<String>,
+    /// PEM CA bundle for an https `jwks_url` under a private CA; default: the
+    /// webpki (Mozilla) roots.
+    #[serde(default)]
+    pub jwks_ca: Option<PathBuf>,
     /// Pinned algorithms (RS256, ES256, EdDSA; HS256 only with a secret).
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<String>,
@@ -672,6 +676,13 @@ fn validate(cfg: &Config) -> Vec<(Vec<String>, String)> {
             if let Some(Err(msg)) = jwt.jwks_url.as_deref().map(crate::auth::jwks_url::parse_url) {
                 bad(&["inbound", "jwt", "jwks_url"], msg);
             }
+            let https = jwt.jwks_url.as_deref().is_some_and(|u| u.starts_with("https://"));
+            if jwt.jwks_ca.is_some() && !https {
+                bad(
+                    &["inbound", "jwt", "jwks_ca"],
+                    "only applies to an https:// jwks_url".into(),
+                );
+            }
         }
     }
     if let Some(out) = &cfg.outbound {
@@ -1034,6 +1045,18 @@ endpoints = ["127.0.0.1:9000"]
                 "{p:?}"
             );
         }
+        // A CA for the JWKS only means something for an https URL.
+        let p = problems(&jwt("jwks_file = \"jwks.json\"\njwks_ca = \"ca.pem\""));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("kawal.toml:13:1: inbound.jwt.jwks_ca: only applies to an https:// jwks_url"),
+            "{p:?}"
+        );
+        Config::from_toml_str(
+            &jwt("jwks_url = \"https://idp.internal/jwks\"\njwks_ca = \"ca.pem\""),
+            "kawal.toml",
+        )
+        .unwrap();
     }
 
     #[test]
