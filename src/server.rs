@@ -194,7 +194,11 @@ where
         let fut = handler(req, info.clone());
         async move { Ok::<_, Infallible>(fut.await) }
     });
-    let conn = watcher.watch(builder.serve_connection(TokioIo::new(io), svc).into_owned());
+    let conn = watcher.watch(
+        builder
+            .serve_connection_with_upgrades(TokioIo::new(io), svc)
+            .into_owned(),
+    );
     async move {
         if let Err(e) = conn.await {
             match e.downcast_ref::<hyper::Error>() {

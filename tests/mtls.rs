@@ -75,6 +75,22 @@ async fn mtls_between_sidecars_hands_the_verified_identity_to_the_app() {
 }
 
 #[tokio::test]
+async fn websocket_crosses_the_mtls_hop() {
+    let pki = Pki::new("ws");
+    pki.leaf("a", A_ID);
+    pki.leaf("b", B_ID);
+    let app = support::websocket::app().await;
+    let b = sidecar_b(&pki, &app).await;
+    let a = sidecar_a(&pki, b.inbound(), B_ID).await;
+    support::websocket::assert_tunnel(a.outbound(), "svc").await;
+    let line = &b.wait_log_lines(1).await[0];
+    assert_eq!(
+        (line["statusCode"].as_u64(), line["peerIdentity"].as_str()),
+        (Some(101), Some(A_ID))
+    );
+}
+
+#[tokio::test]
 async fn a_client_without_a_certificate_gets_no_http_response() {
     let pki = Pki::new("nocert");
     pki.leaf("b", B_ID);

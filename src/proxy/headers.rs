@@ -143,6 +143,28 @@ const HOP_BY_HOP: [HeaderName; 10] = [
     HTTP2_SETTINGS,
 ];
 
+/// Whether an HTTP/1.1 request is a WebSocket handshake (RFC 6455 §4.1):
+/// `Upgrade: websocket`, with `upgrade` named in `Connection`. It is the one
+/// upgrade kawal carries across; `h2c` and any other are stripped.
+pub fn is_websocket_upgrade(version: Version, headers: &HeaderMap) -> bool {
+    let has_token = |name: HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    version == Version::HTTP_11 && has_token(CONNECTION, "upgrade") && has_token(UPGRADE, "websocket")
+}
+
+/// Puts back, after [`strip_hop_by_hop`], the two headers that carry a
+/// WebSocket handshake (request) or its acceptance (101) across one hop.
+pub fn set_websocket_upgrade(headers: &mut HeaderMap) {
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+}
+
 /// Refuses request heads whose body framing is ambiguous, and (for HTTP/1.x)
 /// a missing, repeated or empty Host. HTTP/2 Host checks are in
 /// [`check_authority`].
@@ -315,6 +337,29 @@ mod tests {
         ]);
         strip_hop_by_hop(&mut h);
         assert_eq!(names(&h), ["authorization", "content-type"]);
+    }
+
+    #[test]
+    fn websocket_handshakes_are_recognized() {
+        let ws = |pairs: &[(&str, &str)], version| is_websocket_upgrade(version, &map(pairs));
+        let handshake = [("connection", "keep-alive, Upgrade"), ("upgrade", "WebSocket")];
+        assert!(ws(&handshake, Version::HTTP_11));
+        assert!(!ws(&handshake, Version::HTTP_10));
+        assert!(!ws(&handshake, Version::HTTP_2));
+        assert!(
+            !ws(&[("upgrade", "websocket")], Version::HTTP_11),
+            "not named in Connection"
+        );
+        assert!(!ws(
+            &[("connection", "upgrade"), ("upgrade", "h2c")],
+            Version::HTTP_11
+        ));
+
+        let mut h = map(&handshake);
+        strip_hop_by_hop(&mut h);
+        set_websocket_upgrade(&mut h);
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
     }
 
     #[test]

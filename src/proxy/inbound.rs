@@ -67,7 +67,7 @@ impl Inbound {
             // 4. rewrite
             let authority = headers::check_authority(parts.version, &parts.uri, &parts.headers)
                 .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
-            prepare_forward(&mut parts, target, authority.as_ref());
+            ex.upgrade = prepare_forward(&mut parts, target, authority.as_ref());
             self.shared
                 .propagator
                 .inject(&trace, trace.span_id, &mut parts.headers);

@@ -22,10 +22,12 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
-use http::{Method, Response, Uri};
+use http::{Method, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use self::pool::UpstreamBody;
@@ -128,8 +130,14 @@ pub fn check_head(parts: &Parts, limits: &Limits) -> Result<Uri, ProxyError> {
 /// Step: rewrite the head for the next hop. Hop-by-hop headers go, and the
 /// one authority chosen for routing becomes the Host the next hop sees.
 /// (The trace context is injected by the caller: inbound once, outbound
-/// per attempt.)
-pub fn prepare_forward(parts: &mut Parts, target: Uri, authority: Option<&http::uri::Authority>) {
+/// per attempt.) A WebSocket handshake keeps its upgrade headers, and the
+/// client connection's pending switch is returned for [`Exchange::upgrade`].
+pub fn prepare_forward(
+    parts: &mut Parts,
+    target: Uri,
+    authority: Option<&http::uri::Authority>,
+) -> Option<OnUpgrade> {
+    let websocket = headers::is_websocket_upgrade(parts.version, &parts.headers);
     parts.uri = target;
     headers::strip_hop_by_hop(&mut parts.headers);
     // Usually Host already says it: rewrite only when it does not.
@@ -139,6 +147,11 @@ pub fn prepare_forward(parts: &mut Parts, target: Uri, authority: Option<&http::
             parts.headers.insert(header::HOST, host);
         }
     }
+    if !websocket {
+        return None;
+    }
+    headers::set_websocket_upgrade(&mut parts.headers);
+    parts.extensions.remove::<OnUpgrade>()
 }
 
 /// Wraps a client's request body with the size cap and the idle timeout.
@@ -177,6 +190,8 @@ pub struct Exchange {
     pub peer_identity: Option<Arc<str>>,
     /// The verified user: JWT `sub`, else the peer identity.
     pub user_id: Option<Arc<str>>,
+    /// The client connection's pending switch, for a WebSocket handshake.
+    pub upgrade: Option<OnUpgrade>,
 }
 
 impl Exchange {
@@ -228,6 +243,7 @@ impl Exchange {
             error: None,
             peer_identity: None,
             user_id: None,
+            upgrade: None,
         }
     }
 
@@ -239,10 +255,15 @@ impl Exchange {
         shared: &Arc<Shared>,
         metrics: RouteMetrics,
     ) -> Response<BoxBody> {
+        let result = result.and_then(|res| self.switch_protocols(res));
         let mut res = match result {
             Ok(res) => {
+                let switched = res.status() == StatusCode::SWITCHING_PROTOCOLS;
                 let (mut parts, body) = res.into_parts();
                 headers::strip_hop_by_hop(&mut parts.headers);
+                if switched {
+                    headers::set_websocket_upgrade(&mut parts.headers);
+                }
                 // The upstream's HTTP version is its own business: the client
                 // gets what its connection speaks (hyper adapts from 1.1).
                 parts.version = http::Version::HTTP_11;
@@ -272,6 +293,42 @@ impl Exchange {
             }
             .boxed_unsync()
         })
+    }
+}
+
+impl Exchange {
+    /// A 101 accepts the WebSocket handshake: once both connections have
+    /// switched, a task copies bytes between them until either side closes.
+    /// A 101 to a request that asked for no upgrade is the upstream's fault.
+    fn switch_protocols(
+        &mut self,
+        mut res: Response<UpstreamBody>,
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
+        if res.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(res);
+        }
+        let Some(client) = self.upgrade.take() else {
+            return Err(ProxyError::UpstreamReset {
+                upstream: self.upstream.as_deref().unwrap_or("-").to_string(),
+                cause: "101 Switching Protocols to a request that asked for no upgrade".into(),
+            });
+        };
+        let upstream = hyper::upgrade::on(&mut res);
+        let trace_id = self.trace.trace_id;
+        tokio::spawn(async move {
+            let joined = async {
+                let (client, upstream) = tokio::try_join!(client, upstream)?;
+                let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                Ok::<_, BoxError>(tokio::io::copy_bidirectional(&mut client, &mut upstream).await?)
+            };
+            match joined.await {
+                Ok((sent, received)) => {
+                    tracing::debug!(event = "websocket_closed", traceId = %trace_id, sent, received)
+                }
+                Err(e) => tracing::debug!(event = "websocket_closed", traceId = %trace_id, error = %e),
+            }
+        });
+        Ok(res)
     }
 }
 

@@ -79,7 +79,7 @@ impl Outbound {
             ex.upstream = Some(route.upstream.name.clone());
             metrics = route.metrics.clone();
             // 4. rewrite
-            prepare_forward(&mut parts, target, Some(&authority));
+            ex.upgrade = prepare_forward(&mut parts, target, Some(&authority));
             // 5. forward: breaker, per-try deadline, retries with backoff and
             //    budget; each attempt is a child span with its own traceparent
             let body = guard_request_body(body, &self.shared.limits, ex.bytes_in.clone());

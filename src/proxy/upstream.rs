@@ -276,7 +276,8 @@ impl Upstream {
             .await
             .map_err(|e| self.classify(&e, true))?;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            // with_upgrades: a 101 hands the connection over (WebSocket).
+            if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         });

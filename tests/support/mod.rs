@@ -4,6 +4,7 @@
 
 pub mod otlp;
 pub mod pki;
+pub mod websocket;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -68,7 +69,7 @@ impl Upstream {
                         async move { Ok::<_, Infallible>(fut.await) }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                         .await;
                 });
             }

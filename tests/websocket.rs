@@ -1,0 +1,53 @@
+//! WebSocket handshakes cross kawal in both directions: the 101 comes back
+//! with its upgrade headers and then bytes flow both ways until a side closes.
+
+mod support;
+
+use support::websocket::{app, assert_tunnel};
+use support::*;
+
+#[tokio::test]
+async fn websocket_through_inbound() {
+    let app = app().await;
+    let p = Proxy::start(&inbound_config(app.addr, "")).await;
+    assert_tunnel(p.inbound(), "app").await;
+    let line = &p.wait_log_lines(1).await[0];
+    assert_eq!(line["statusCode"], 101, "{line}");
+    // The same listener still serves plain requests.
+    let res = client()
+        .get(format!("http://{}/", p.inbound()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.text().await.unwrap(), "plain");
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn websocket_through_outbound() {
+    let app = app().await;
+    let p = Proxy::start(&outbound_config(&[app.addr], "", "")).await;
+    assert_tunnel(p.outbound(), "svc").await;
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn unasked_switch_is_a_502() {
+    let app = app().await;
+    let p = Proxy::start(&inbound_config(app.addr, "")).await;
+    let res = client()
+        .get(format!("http://{}/rogue", p.inbound()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 502);
+    assert_eq!(res.headers()["x-kawal-error"], "upstream_reset");
+    // The connection the app switched is not reused for the next request.
+    let res = client()
+        .get(format!("http://{}/", p.inbound()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.text().await.unwrap(), "plain");
+    p.shutdown().await;
+}
