@@ -155,7 +155,8 @@ pub fn is_websocket_upgrade(version: Version, headers: &HeaderMap) -> bool {
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case(token))
     };
-    version == Version::HTTP_11 && has_token(CONNECTION, "upgrade") && has_token(UPGRADE, "websocket")
+    // Upgrade first: it is the one a plain request does not carry.
+    version == Version::HTTP_11 && has_token(UPGRADE, "websocket") && has_token(CONNECTION, "upgrade")
 }
 
 /// Puts back, after [`strip_hop_by_hop`], the two headers that carry a
