@@ -14,12 +14,7 @@ async fn websocket_through_inbound() {
     let line = &p.wait_log_lines(1).await[0];
     assert_eq!(line["statusCode"], 101, "{line}");
     // The same listener still serves plain requests.
-    let res = client()
-        .get(format!("http://{}/", p.inbound()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.text().await.unwrap(), "plain");
+    assert_eq!(get(&p, "/").await.text().await.unwrap(), "plain");
     p.shutdown().await;
 }
 
@@ -35,19 +30,18 @@ async fn websocket_through_outbound() {
 async fn unasked_switch_is_a_502() {
     let app = app().await;
     let p = Proxy::start(&inbound_config(app.addr, "")).await;
-    let res = client()
-        .get(format!("http://{}/rogue", p.inbound()))
-        .send()
-        .await
-        .unwrap();
+    let res = get(&p, "/rogue").await;
     assert_eq!(res.status(), 502);
     assert_eq!(res.headers()["x-kawal-error"], "upstream_reset");
     // The connection the app switched is not reused for the next request.
-    let res = client()
-        .get(format!("http://{}/", p.inbound()))
+    assert_eq!(get(&p, "/").await.text().await.unwrap(), "plain");
+    p.shutdown().await;
+}
+
+async fn get(p: &Proxy, path: &str) -> reqwest::Response {
+    client()
+        .get(format!("http://{}{path}", p.inbound()))
         .send()
         .await
-        .unwrap();
-    assert_eq!(res.text().await.unwrap(), "plain");
-    p.shutdown().await;
+        .unwrap()
 }
