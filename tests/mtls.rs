@@ -135,6 +135,51 @@ async fn a_client_without_a_certificate_gets_no_http_response() {
     assert_eq!(app.hits(), 0);
 }
 
+/// A TLS 1.1 ClientHello (no supported_versions extension). Besides the
+/// CBC suites of TLS 1.1 it offers what kawal accepts in TLS 1.2
+/// (ECDHE-ECDSA-AES128-GCM, ecdsa_secp256r1_sha256), so that only the
+/// version is wrong; without those the refusal is a handshake_failure.
+fn tls11_client_hello() -> Vec<u8> {
+    let mut hello = vec![0x03, 0x02]; // client_version TLS 1.1
+    hello.extend([0x5a; 32]); // random
+    hello.push(0); // no session id
+    hello.extend([0x00, 0x08, 0xc0, 0x2b, 0xc0, 0x09, 0xc0, 0x13, 0x00, 0x2f]); // cipher suites
+    hello.extend([0x01, 0x00]); // null compression
+    let groups = [0x00, 0x0a, 0x00, 0x04, 0x00, 0x02, 0x00, 0x17]; // supported_groups: P-256
+    let points = [0x00, 0x0b, 0x00, 0x02, 0x01, 0x00]; // ec_point_formats: uncompressed
+    let sigalgs = [0x00, 0x0d, 0x00, 0x04, 0x00, 0x02, 0x04, 0x03]; // signature_algorithms
+    hello.extend(((groups.len() + points.len() + sigalgs.len()) as u16).to_be_bytes());
+    hello.extend(groups);
+    hello.extend(points);
+    hello.extend(sigalgs);
+    let mut handshake = vec![0x01, 0x00];
+    handshake.extend((hello.len() as u16).to_be_bytes());
+    handshake.extend(hello);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend((handshake.len() as u16).to_be_bytes());
+    record.extend(handshake);
+    record
+}
+
+#[tokio::test]
+async fn tls_1_1_is_refused_with_a_protocol_version_alert() {
+    let pki = Pki::new("tls11");
+    pki.leaf("b", B_ID);
+    let app = Upstream::echo().await;
+    let b = sidecar_b(&pki, &app).await;
+    let mut s = tokio::net::TcpStream::connect(b.inbound()).await.unwrap();
+    s.write_all(&tls11_client_hello()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer))
+        .await
+        .expect("closed in time")
+        .unwrap();
+    // One fatal alert record, protocol_version (70); no ServerHello, then close.
+    assert_eq!(answer.first(), Some(&0x15), "not an alert: {answer:02x?}");
+    assert_eq!(answer.get(5..7), Some(&[0x02, 70][..]), "{answer:02x?}");
+    assert_eq!(app.hits(), 0);
+}
+
 #[tokio::test]
 async fn plaintext_on_the_tls_port_is_refused() {
     let pki = Pki::new("plain");
