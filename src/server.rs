@@ -4,12 +4,17 @@
 //! HTTP/2 with prior knowledge), configured with the listener limits: the
 //! request head size and header count, the head read timeout (which is also
 //! the idle keep-alive timeout, since hyper starts it when it waits for the
-//! next head), HTTP/2 stream and header-list caps.
+//! next head), HTTP/2 stream and header-list caps. The same timeout bounds
+//! the wait for a connection's first bytes ([`FirstBytes`]), which come before
+//! hyper's.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -19,6 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use prometheus_client::metrics::gauge::Gauge;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -26,8 +32,15 @@ use crate::body::BoxBody;
 use crate::config::Limits;
 use crate::tls::ServerTls;
 
+/// How a listener speaks HTTP: hyper-util's builder and the head timeout.
+#[derive(Clone)]
+pub struct Http {
+    builder: auto::Builder<TokioExecutor>,
+    head_timeout: Duration,
+}
+
 /// An HTTP/1.1 + h2c connection builder enforcing `limits`.
-pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+pub fn http_builder(limits: &Limits) -> Http {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
@@ -46,7 +59,10 @@ pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .max_local_error_reset_streams(Some(256))
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(limits.request_head_timeout.0);
-    b
+    Http {
+        builder: b,
+        head_timeout: limits.request_head_timeout.0,
+    }
 }
 
 /// What a request knows about the connection it came on.
@@ -88,7 +104,7 @@ pub async fn serve<H, F>(
     name: &'static str,
     listener: TcpListener,
     tls: Option<TlsListener>,
-    builder: auto::Builder<TokioExecutor>,
+    builder: Http,
     handler: H,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
@@ -175,7 +191,7 @@ fn parser_max_headers(limit: usize) -> usize {
 
 /// Serves HTTP on one accepted connection, watched for graceful shutdown.
 fn serve_connection<I, H, F>(
-    builder: &auto::Builder<TokioExecutor>,
+    http: &Http,
     watcher: Watcher,
     io: I,
     info: Arc<ConnInfo>,
@@ -194,11 +210,8 @@ where
         let fut = handler(req, info.clone());
         async move { Ok::<_, Infallible>(fut.await) }
     });
-    let conn = watcher.watch(
-        builder
-            .serve_connection_with_upgrades(TokioIo::new(io), svc)
-            .into_owned(),
-    );
+    let io = TokioIo::new(FirstBytes::new(io, http.head_timeout));
+    let conn = watcher.watch(http.builder.serve_connection_with_upgrades(io, svc).into_owned());
     async move {
         if let Err(e) = conn.await {
             match e.downcast_ref::<hyper::Error>() {
@@ -209,5 +222,84 @@ where
                 _ => tracing::debug!(error = %e, "connection ended with an error"),
             }
         }
+    }
+}
+
+/// hyper-util reads a connection's first bytes to tell HTTP/1 from h2c (up
+/// to the 24-byte h2 preface) with no deadline, and hyper's head timeout
+/// starts only after that: a client that connects and sends nothing, or half
+/// a preface, would hold the connection forever. Here those first bytes must
+/// come within `limit`; after them the stream is passed through untouched.
+struct FirstBytes<I> {
+    io: I,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    seen: usize,
+}
+
+/// Bytes after which the protocol is known either way.
+const H2_PREFACE_LEN: usize = 24;
+
+impl<I> FirstBytes<I> {
+    fn new(io: I, limit: Duration) -> Self {
+        FirstBytes {
+            io,
+            deadline: Some(Box::pin(tokio::time::sleep(limit))),
+            seen: 0,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for FirstBytes<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.io).poll_read(cx, buf);
+        let Some(deadline) = &mut this.deadline else {
+            return read;
+        };
+        if read.is_ready() {
+            this.seen += buf.filled().len() - before;
+            if this.seen >= H2_PREFACE_LEN {
+                this.deadline = None;
+            }
+            return read;
+        }
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no request within the head timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for FirstBytes<I> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

@@ -169,6 +169,21 @@ async fn a_client_that_stalls_its_head_is_disconnected() {
 }
 
 #[tokio::test]
+async fn a_client_that_sends_nothing_or_half_an_h2_preface_is_disconnected() {
+    let (app, proxy) = setup("[limits]\nrequest_head_timeout = \"300ms\"").await;
+    // Before the first bytes the protocol is not known yet (HTTP/1 or h2c):
+    // the head timeout must hold from the moment the connection is accepted.
+    for first in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
+        let mut s = tokio::net::TcpStream::connect(proxy.inbound()).await.unwrap();
+        s.write_all(first).await.unwrap();
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+        assert!(read.is_ok(), "connection sending {first:?} was not closed");
+    }
+    assert_eq!(app.hits(), 0);
+}
+
+#[tokio::test]
 async fn a_client_that_stalls_its_body_gets_408_and_the_app_no_complete_request() {
     let (_app, proxy) = setup("[limits]\nbody_idle_timeout = \"300ms\"").await;
     let mut s = tokio::net::TcpStream::connect(proxy.inbound()).await.unwrap();
