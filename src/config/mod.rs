@@ -572,6 +572,7 @@ impl Config {
         };
         if let Some(jwt) = self.inbound.as_mut().and_then(|i| i.jwt.as_mut()) {
             jwt.jwks_file.as_mut().map(fix);
+            jwt.jwks_ca.as_mut().map(fix);
             jwt.hs256_secret_file.as_mut().map(fix);
         }
         if let Some(tls) = self.inbound.as_mut().and_then(|i| i.tls.as_mut()) {
