@@ -193,6 +193,7 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
                     leeway: j.leeway.0,
                     required: j.required,
                     require_claims: j.require_claims.clone(),
+                    routes: j.routes.clone(),
                 };
                 // A URL is fetched once here: no keys, no start (as for an unreadable file).
                 let (verifier, fetcher) = match &j.jwks_url {

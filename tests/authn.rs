@@ -72,6 +72,10 @@ jwks_file = "{jwks}"
 algorithms = ["ES256"]
 max_lifetime = "15m"
 
+[[inbound.jwt.routes]]
+paths = ["/orders/vip/*"]
+require_claims = {{ tier = "gold" }}
+
 {ROOMY_LIMITS}
 "#,
         cert = pki.path("b.crt"),
@@ -262,6 +266,31 @@ async fn bad_tokens_get_401_with_a_logged_reason_and_never_reach_the_app() {
             assert!(!line.to_string().contains(t.as_str()), "token logged: {line}");
         }
     }
+}
+
+#[tokio::test]
+async fn a_route_can_require_a_claim() {
+    let m = mesh("jwt-route").await;
+    let gold = m.token(
+        json!({"sub": "user-42", "iss": "auth-service", "aud": "order-service",
+                              "iat": now() - 10, "exp": now() + 300, "tier": "gold"}),
+    );
+    let plain = m.valid_token();
+    let status = |path: &'static str, token: &str| {
+        let token = token.to_string();
+        let m = &m;
+        async move { m.call(&m.a, "GET", path, Some(&token)).await.status() }
+    };
+    assert_eq!(status("/orders/vip/1", &gold).await, 200);
+    assert_eq!(status("/orders/1", &plain).await, 200);
+    assert_eq!(status("/orders/vip/1", &plain).await, 401);
+    assert_eq!(m.app.hits(), 2);
+    let lines = m.b.wait_log_lines(3).await;
+    let refused = lines.iter().find(|l| l["statusCode"] == 401).expect("a 401 line");
+    assert!(
+        refused["errorDetail"].as_str().unwrap().contains("missing_claim"),
+        "{refused}"
+    );
 }
 
 // ---- JWKS from a URL ------------------------------------------------------

@@ -34,13 +34,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use http::HeaderValue;
+use http::{HeaderValue, Method};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
 
 use self::keys::KeySet;
 pub(crate) use self::keys::MAX_JWKS_BYTES;
+use super::policy::{ClaimRoute, ClaimRoutes};
 
 /// Longest token accepted; real tokens are well under 2 KiB, and this bounds the work
 /// an unauthenticated caller can cause.
@@ -95,6 +96,8 @@ pub struct JwtSettings {
     pub required: bool,
     /// Claims that must equal (or, for arrays, contain) the given value.
     pub require_claims: BTreeMap<String, String>,
+    /// Claims required on some methods × paths only.
+    pub routes: Vec<ClaimRoute>,
 }
 
 impl JwtSettings {
@@ -111,6 +114,7 @@ impl JwtSettings {
             leeway: DEFAULT_LEEWAY,
             required: true,
             require_claims: BTreeMap::new(),
+            routes: Vec::new(),
         }
     }
 }
@@ -228,6 +232,7 @@ pub struct JwtVerifier {
     settings: JwtSettings,
     algorithms: Vec<Algorithm>,
     keys: ArcSwap<KeySet>,
+    routes: ClaimRoutes,
     /// Signalled (for a URL source) when a token names an unknown `kid`; the
     /// refresh task waits on it and rate-limits what it does about it.
     refresh_wanted: Arc<Notify>,
@@ -291,10 +296,12 @@ impl JwtVerifier {
             settings.hs256_secret_file.as_deref(),
             &algorithms,
         )?;
+        let routes = ClaimRoutes::new(&settings.routes)?;
         Ok(JwtVerifier {
             settings,
             algorithms,
             keys: ArcSwap::from_pointee(keys),
+            routes,
             refresh_wanted: Arc::new(Notify::new()),
         })
     }
@@ -338,6 +345,29 @@ impl JwtVerifier {
     /// Whether requests without a token are rejected.
     pub fn required(&self) -> bool {
         self.settings.required
+    }
+
+    /// [`verify`](Self::verify), plus the claims that `[[inbound.jwt.routes]]`
+    /// require of this method and (normalized) path; such a route needs a
+    /// token even where tokens are otherwise optional.
+    pub fn verify_for(
+        &self,
+        authorization: Option<&HeaderValue>,
+        method: &Method,
+        path: &str,
+        now: SystemTime,
+    ) -> Result<Option<Claims>, JwtError> {
+        let claims = self.verify(authorization, now)?;
+        let mut required = self.routes.required(method, path).peekable();
+        if required.peek().is_none() {
+            return Ok(claims);
+        }
+        let claims = claims.ok_or(JwtError::MissingToken)?;
+        let Value::Object(map) = &claims.raw else {
+            return Err(JwtError::Malformed);
+        };
+        require(map, required)?;
+        Ok(Some(claims))
     }
 
     /// Verifies the request's `Authorization` header at time `now`.
@@ -457,21 +487,30 @@ impl JwtVerifier {
             Some(Value::String(sub)) if !sub.is_empty() => sub.clone(),
             _ => return Err(JwtError::NoSub),
         };
-        for (name, want) in &s.require_claims {
-            let ok = match claims.get(name) {
-                Some(Value::String(v)) => v == want,
-                Some(Value::Array(list)) => list.iter().any(|v| v.as_str() == Some(want)),
-                _ => false,
-            };
-            if !ok {
-                return Err(JwtError::MissingClaim(name.clone()));
-            }
-        }
+        require(&claims, &s.require_claims)?;
         Ok(Claims {
             sub,
             raw: Value::Object(claims),
         })
     }
+}
+
+/// Each `(name, value)`: the claim equals the value, or is an array holding it.
+fn require<'a>(
+    claims: &Map<String, Value>,
+    required: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<(), JwtError> {
+    for (name, want) in required {
+        let ok = match claims.get(name) {
+            Some(Value::String(v)) => v == want,
+            Some(Value::Array(list)) => list.iter().any(|v| v.as_str() == Some(want)),
+            _ => false,
+        };
+        if !ok {
+            return Err(JwtError::MissingClaim(name.clone()));
+        }
+    }
+    Ok(())
 }
 
 /// The keys that may verify a token with this `alg` and `kid`, never empty.

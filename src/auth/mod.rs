@@ -26,4 +26,4 @@ pub mod policy;
 
 pub use jwks_url::JwksFetcher;
 pub use jwt::{Claims, JwksSource, JwtError, JwtSettings, JwtVerifier};
-pub use policy::{AllowRule, Decision, Policy};
+pub use policy::{AllowRule, ClaimRoute, ClaimRoutes, Decision, Policy};

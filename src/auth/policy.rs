@@ -12,6 +12,11 @@
 //! `/orders/1/items` but neither `/orders` nor `/ordersX`). A lone `*` means
 //! "any": any authenticated peer, any path. Matching is byte-exact and
 //! case-sensitive; the path must already be normalized by the caller.
+//!
+//! [`ClaimRoute`] (`[[inbound.jwt.routes]]`) uses the same method × path
+//! scope to require token claims on some requests only ([`ClaimRoutes`]).
+
+use std::collections::BTreeMap;
 
 use http::Method;
 use serde::Deserialize;
@@ -60,9 +65,36 @@ pub struct Policy {
 #[derive(Debug, Clone)]
 struct Rule {
     identities: Vec<Pattern>,
+    scope: Scope,
+}
+
+/// Which requests a rule is about: methods × path patterns.
+#[derive(Debug, Clone)]
+struct Scope {
     // `None` means any method.
     methods: Option<Vec<Method>>,
     paths: Vec<Pattern>,
+}
+
+impl Scope {
+    /// `methods`/`paths` as written; absent means any.
+    fn compile(methods: &Option<Vec<String>>, paths: &Option<Vec<String>>) -> Result<Scope, String> {
+        let methods = match methods {
+            Some(m) => parse_methods(m)?,
+            None => None,
+        };
+        let paths = match paths {
+            Some(p) if p.is_empty() => return Err("empty paths list (omit it to allow any path)".into()),
+            Some(p) => p.iter().map(|p| parse_path(p)).collect::<Result<_, _>>()?,
+            None => vec![Pattern::Any],
+        };
+        Ok(Scope { methods, paths })
+    }
+
+    fn matches(&self, method: &Method, path: &str) -> bool {
+        self.methods.as_ref().is_none_or(|ms| ms.contains(method))
+            && self.paths.iter().any(|p| p.matches(path))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,24 +193,8 @@ fn compile(index: usize, rule: &AllowRule) -> Result<Rule, String> {
         .map(|i| Pattern::parse(i, "identity"))
         .collect::<Result<_, _>>()
         .map_err(at)?;
-    let methods = match &rule.methods {
-        Some(m) => parse_methods(m).map_err(at)?,
-        None => None,
-    };
-    let paths = match &rule.paths {
-        Some(p) if p.is_empty() => return Err(at("empty paths list (omit it to allow any path)".into())),
-        Some(p) => p
-            .iter()
-            .map(|p| parse_path(p))
-            .collect::<Result<_, _>>()
-            .map_err(at)?,
-        None => vec![Pattern::Any],
-    };
-    Ok(Rule {
-        identities,
-        methods,
-        paths,
-    })
+    let scope = Scope::compile(&rule.methods, &rule.paths).map_err(at)?;
+    Ok(Rule { identities, scope })
 }
 
 impl Policy {
@@ -210,12 +226,65 @@ impl Policy {
         };
         self.rules
             .iter()
-            .position(|r| {
-                r.identities.iter().any(|p| p.matches(identity))
-                    && r.methods.as_ref().is_none_or(|ms| ms.contains(method))
-                    && r.paths.iter().any(|p| p.matches(path))
-            })
+            .position(|r| r.identities.iter().any(|p| p.matches(identity)) && r.scope.matches(method, path))
             .map_or(Decision::Deny, |rule| Decision::Allow { rule })
+    }
+}
+
+/// One `[[inbound.jwt.routes]]` entry, as written: on requests it matches,
+/// the verified token must also carry these claims.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRoute {
+    /// HTTP methods; absent or `["*"]` means any method.
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    /// Path patterns as for allow rules; absent means any path.
+    #[serde(default)]
+    pub paths: Option<Vec<String>>,
+    /// Claims that must equal (or, for arrays, contain) the given value.
+    pub require_claims: BTreeMap<String, String>,
+}
+
+/// Compiled [`ClaimRoute`]s. Every matching route applies (not only the
+/// first), so a stricter route can never be shadowed by a looser one.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimRoutes {
+    routes: Vec<(Scope, BTreeMap<String, String>)>,
+}
+
+impl ClaimRoutes {
+    /// Validates and compiles; the error names the offending route.
+    pub fn new(routes: &[ClaimRoute]) -> Result<ClaimRoutes, String> {
+        let compile = |(i, r): (usize, &ClaimRoute)| {
+            let at = |e: String| format!("inbound.jwt.routes[{i}]: {e}");
+            if r.require_claims.is_empty() {
+                return Err(at("require_claims is empty".into()));
+            }
+            Ok((
+                Scope::compile(&r.methods, &r.paths).map_err(at)?,
+                r.require_claims.clone(),
+            ))
+        };
+        let routes = routes.iter().enumerate().map(compile).collect::<Result<_, _>>()?;
+        Ok(ClaimRoutes { routes })
+    }
+
+    /// The claims the matching routes require of this request.
+    pub fn required<'a>(
+        &'a self,
+        method: &'a Method,
+        path: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a String)> {
+        self.routes
+            .iter()
+            .filter(move |(scope, _)| scope.matches(method, path))
+            .flat_map(|(_, claims)| claims.iter())
+    }
+
+    /// Whether no route is configured.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
     }
 }
 

@@ -141,6 +141,9 @@ pub struct InboundJwt {
     /// Claims that must equal (or, for arrays, contain) a value.
     #[serde(default)]
     pub require_claims: BTreeMap<String, String>,
+    /// `[[inbound.jwt.routes]]`: more claims on some methods × paths.
+    #[serde(default)]
+    pub routes: Vec<crate::auth::ClaimRoute>,
     /// How often the JWKS file is read again, or the URL fetched (key rotation).
     #[serde(default = "d_60s")]
     pub reload_interval: Dur,
@@ -677,6 +680,9 @@ fn validate(cfg: &Config) -> Vec<(Vec<String>, String)> {
             if let Some(Err(msg)) = jwt.jwks_url.as_deref().map(crate::auth::jwks_url::parse_url) {
                 bad(&["inbound", "jwt", "jwks_url"], msg);
             }
+            if let Err(msg) = crate::auth::ClaimRoutes::new(&jwt.routes) {
+                bad(&["inbound", "jwt", "routes"], msg);
+            }
             let https = jwt.jwks_url.as_deref().is_some_and(|u| u.starts_with("https://"));
             if jwt.jwks_ca.is_some() && !https {
                 bad(
@@ -1006,6 +1012,27 @@ endpoints = ["127.0.0.1:9000"]
             p[1].starts_with("kawal.toml:10:1: outbound.default_upstream: no upstream named \"nowhere\""),
             "{}",
             p[1]
+        );
+    }
+
+    #[test]
+    fn jwt_routes_are_checked() {
+        let cfg = |route: &str| {
+            format!(
+                "{MINIMAL}\n[inbound.jwt]\nissuer = \"i\"\naudiences = [\"a\"]\njwks_file = \"j.json\"\n\
+                 [[inbound.jwt.routes]]\n{route}\n"
+            )
+        };
+        let ok = Config::from_toml_str(
+            &cfg("paths = [\"/orders/*\"]\nrequire_claims = { scope = \"w\" }"),
+            "kawal.toml",
+        );
+        assert_eq!(ok.unwrap().inbound.unwrap().jwt.unwrap().routes.len(), 1);
+        let p = problems(&cfg("paths = [\"orders\"]\nrequire_claims = { scope = \"w\" }"));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("inbound.jwt.routes: inbound.jwt.routes[0]: path pattern"),
+            "{p:?}"
         );
     }
 

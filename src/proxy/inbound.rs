@@ -62,7 +62,7 @@ impl Inbound {
             ex.uri = target.clone();
             // 3. authorize the verified peer, then authenticate the user
             self.authorize(&parts, target.path(), &conn, &trace)?;
-            let user = self.authenticate(&parts)?;
+            let user = self.authenticate(&parts, target.path())?;
             ex.user_id = user.clone().or_else(|| conn.identity.clone());
             // 4. rewrite
             let authority = headers::check_authority(parts.version, &parts.uri, &parts.headers)
@@ -139,14 +139,20 @@ impl Inbound {
         }
     }
 
-    /// The bearer token, when JWT validation is configured; its `sub`.
-    fn authenticate(&self, parts: &Parts) -> Result<Option<Arc<str>>, ProxyError> {
+    /// The bearer token, when JWT validation is configured, with the claims
+    /// its route requires; its `sub`.
+    fn authenticate(&self, parts: &Parts, path: &str) -> Result<Option<Arc<str>>, ProxyError> {
         let Some(jwt) = &self.jwt else { return Ok(None) };
         // Two Authorization headers: the app might read another token than
         // the one verified here.
         let verified = match parts.headers.get_all(AUTHORIZATION).iter().nth(1) {
             Some(_) => Err(JwtError::Malformed),
-            None => jwt.verify(parts.headers.get(AUTHORIZATION), SystemTime::now()),
+            None => jwt.verify_for(
+                parts.headers.get(AUTHORIZATION),
+                &parts.method,
+                path,
+                SystemTime::now(),
+            ),
         };
         match verified {
             Ok(claims) => Ok(claims.map(|c| Arc::from(c.sub))),

@@ -377,6 +377,63 @@ fn required_claims() {
 }
 
 #[test]
+fn route_claims_apply_to_their_methods_and_paths_only() {
+    let f = Fixture::new();
+    let route = |methods: Option<&[&str]>, paths: &[&str], claim: &str| ClaimRoute {
+        methods: methods.map(|m| m.iter().map(|s| s.to_string()).collect()),
+        paths: Some(paths.iter().map(|s| s.to_string()).collect()),
+        require_claims: [("permissions".to_string(), claim.to_string())].into(),
+    };
+    let v = f.with(|s| {
+        s.required = false;
+        s.routes = vec![
+            route(Some(&["POST", "DELETE"]), &["/orders/*"], "orders:write"),
+            route(None, &["/orders/admin/*"], "orders:admin"),
+        ];
+    });
+    let token = |perms: Value| {
+        f.es256(
+            Some("ec-1"),
+            &with_claims(|c| drop(c.insert("permissions".into(), perms))),
+        )
+    };
+    let reader = bearer(&token(json!(["orders:read"])));
+    let writer = bearer(&token(json!(["orders:read", "orders:write"])));
+    let at = |h: Option<&HeaderValue>, method: Method, path: &str| {
+        v.verify_for(h, &method, path, now()).map(|c| c.map(|c| c.sub))
+    };
+    let user = Ok(Some("user-42".to_string()));
+    assert_eq!(at(Some(&reader), Method::GET, "/orders/1"), user);
+    assert_eq!(at(Some(&writer), Method::POST, "/orders/1"), user);
+    assert_eq!(
+        at(Some(&reader), Method::POST, "/orders/1"),
+        Err(JwtError::MissingClaim("permissions".into()))
+    );
+    // Every matching route applies: writing is not enough under /orders/admin/.
+    assert_eq!(
+        at(Some(&writer), Method::POST, "/orders/admin/x"),
+        Err(JwtError::MissingClaim("permissions".into()))
+    );
+    // Tokens are optional here, except where a route asks for claims.
+    assert_eq!(at(None, Method::GET, "/orders/1"), Ok(None));
+    assert_eq!(at(None, Method::DELETE, "/orders/1"), Err(JwtError::MissingToken));
+
+    let bad = |r: ClaimRoute| {
+        JwtVerifier::load(JwtSettings {
+            routes: vec![r],
+            ..f.settings()
+        })
+        .expect_err("invalid route")
+    };
+    assert!(bad(route(None, &["orders"], "x")).starts_with("inbound.jwt.routes[0]: "));
+    assert!(bad(ClaimRoute {
+        require_claims: BTreeMap::new(),
+        ..route(None, &["/"], "x")
+    })
+    .contains("empty"));
+}
+
+#[test]
 fn missing_and_malformed_headers() {
     let f = Fixture::new();
     let v = f.verifier();
