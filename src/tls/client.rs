@@ -1,7 +1,7 @@
 //! Outbound TLS origination toward an upstream: CA (or the webpki roots),
 //! optional client certificate, expected server identity.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -157,6 +157,10 @@ impl Reload for ClientTls {
 
     fn kind(&self) -> &'static str {
         "client"
+    }
+
+    fn expiry(&self) -> Option<(&Path, SystemTime)> {
+        Some((self.files.cert.as_deref()?, self.not_after()?))
     }
 }
 

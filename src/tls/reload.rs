@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio::task::JoinHandle;
@@ -11,8 +11,10 @@ use tokio::task::JoinHandle;
 use super::error::TlsError;
 use super::pem::Snapshot;
 
-/// A certificate expiring sooner than this is warned about at every load.
+/// A certificate expiring sooner than this is warned about at every load,
+/// and again every [`EXPIRY_REMINDER`] while it stays in force.
 const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 24 * 3600);
+const EXPIRY_REMINDER: Duration = Duration::from_secs(24 * 3600);
 /// `tokio::time::interval` panics on a zero period; a misconfigured interval
 /// is raised to this instead.
 const MIN_PERIOD: Duration = Duration::from_millis(100);
@@ -64,6 +66,8 @@ pub(crate) trait Reload: Send + Sync + 'static {
     fn refresh(&self) -> Result<bool, TlsError>;
     /// For log events: "server" or "client".
     fn kind(&self) -> &'static str;
+    /// The certificate file in force and its notAfter, if there is one.
+    fn expiry(&self) -> Option<(&Path, SystemTime)>;
 }
 
 /// Re-reads `this`'s files every `every` until `this` is dropped (the task
@@ -72,6 +76,8 @@ pub(crate) trait Reload: Send + Sync + 'static {
 /// old material in use.
 pub(crate) fn spawn<T: Reload>(this: &Arc<T>, every: Duration) -> JoinHandle<()> {
     let weak: Weak<T> = Arc::downgrade(this);
+    // A load warns by itself when the certificate is already close to expiry.
+    let mut expiry_warned = expiring(&**this).map(|_| Instant::now());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every.max(MIN_PERIOD));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -83,12 +89,23 @@ pub(crate) fn spawn<T: Reload>(this: &Arc<T>, every: Duration) -> JoinHandle<()>
             let Some(this) = weak.upgrade() else { break };
             let kind = this.kind();
             // File reads and certificate parsing are blocking work.
-            let outcome = match tokio::task::spawn_blocking(move || this.refresh()).await {
+            let refreshing = this.clone();
+            let outcome = match tokio::task::spawn_blocking(move || refreshing.refresh()).await {
                 Ok(r) => r.map_err(|e| e.to_string()),
                 Err(e) => Err(format!("reload task failed: {e}")),
             };
             match outcome {
-                Ok(_) => last_warned = None,
+                Ok(reloaded) => {
+                    last_warned = None;
+                    if let Some((cert, expires_in_s)) = expiring(&*this) {
+                        if reloaded {
+                            expiry_warned = Some(Instant::now());
+                        } else if expiry_reminder_due(expiry_warned.map(|t| t.elapsed())) {
+                            warn_expiring(kind, cert, expires_in_s);
+                            expiry_warned = Some(Instant::now());
+                        }
+                    }
+                }
                 Err(reason) => {
                     if last_warned.as_deref() != Some(reason.as_str()) {
                         tracing::warn!(
@@ -103,6 +120,13 @@ pub(crate) fn spawn<T: Reload>(this: &Arc<T>, every: Duration) -> JoinHandle<()>
             }
         }
     })
+}
+
+/// The certificate in force and its seconds to expiry, when within the warning window.
+fn expiring<T: Reload>(this: &T) -> Option<(&Path, i64)> {
+    let (cert, not_after) = this.expiry()?;
+    let expires_in_s = secs_until(not_after);
+    (expires_in_s < EXPIRY_WARNING.as_secs() as i64).then_some((cert, expires_in_s))
 }
 
 /// Seconds from now until `t`; negative once it has passed.
@@ -126,12 +150,36 @@ pub(crate) fn log_loaded(kind: &'static str, cert: &Path, not_after: SystemTime,
         );
     }
     if expires_in_s < EXPIRY_WARNING.as_secs() as i64 {
-        tracing::warn!(
-            event = "tls_cert_expiring",
-            tls = kind,
-            cert = %cert.display(),
-            expires_in_s,
-            "certificate expires within 7 days (or has expired)"
-        );
+        warn_expiring(kind, cert, expires_in_s);
+    }
+}
+
+fn warn_expiring(kind: &'static str, cert: &Path, expires_in_s: i64) {
+    tracing::warn!(
+        event = "tls_cert_expiring",
+        tls = kind,
+        cert = %cert.display(),
+        expires_in_s,
+        "certificate expires within 7 days (or has expired)"
+    );
+}
+
+/// Whether a certificate within the warning window and left in force is
+/// warned about again: a day after the last warning (a start or a reload
+/// warns on its own), or at once if it entered the window unwarned.
+fn expiry_reminder_due(since_warned: Option<Duration>) -> bool {
+    since_warned.is_none_or(|d| d >= EXPIRY_REMINDER)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expiring_certificate_is_warned_about_once_a_day() {
+        let hour = Duration::from_secs(3600);
+        assert!(expiry_reminder_due(None), "entered the window unwarned");
+        assert!(!expiry_reminder_due(Some(23 * hour)));
+        assert!(expiry_reminder_due(Some(24 * hour)));
     }
 }

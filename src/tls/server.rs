@@ -1,6 +1,6 @@
 //! Inbound TLS termination: certificate, key, optional client CA.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -99,6 +99,10 @@ impl Reload for ServerTls {
 
     fn kind(&self) -> &'static str {
         "server"
+    }
+
+    fn expiry(&self) -> Option<(&Path, SystemTime)> {
+        Some((&self.files.cert, self.not_after()))
     }
 }
 
