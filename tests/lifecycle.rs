@@ -306,3 +306,64 @@ fn text_format_and_rust_log_override_shape_the_output() {
     let loud = run_one_request("loud", "[log]\nlevel = \"error\"", &[("RUST_LOG", "info")]);
     assert!(loud.lines().any(|l| l.contains("\"path\":\"/hello\"")), "{loud}");
 }
+
+#[test]
+fn a_refused_tls_handshake_is_a_json_event_with_its_reason() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let app = rt.block_on(Upstream::echo());
+    let pki = support::pki::Pki::new("lifecycle-tls");
+    pki.leaf("b", "spiffe://shop.test/ns/default/sa/b");
+    let tls = format!(
+        "[inbound.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"",
+        pki.path("b.crt"),
+        pki.path("b.key"),
+        pki.path("ca.pem")
+    );
+    let path = write_config("tls-refused", &inbound_config(app.addr, &tls));
+    let mut child = kawal_bin()
+        .arg("--config")
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let started = (0..20)
+        .map(|_| {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            serde_json::from_str::<serde_json::Value>(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+        })
+        .find(|event| event["message"] == "kawal started")
+        .expect("a start event");
+    let inbound = started["inbound"].as_str().unwrap().to_string();
+
+    // Plaintext HTTP on the TLS port: no HTTP answer, a logged refusal.
+    let answer = rt.block_on(raw_exchange(
+        inbound.parse().unwrap(),
+        b"GET / HTTP/1.1\r\nHost: b\r\n\r\n",
+    ));
+    assert!(!answer.contains("HTTP/1.1"), "{answer}");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    let refused = events
+        .iter()
+        .find(|e| e["event"] == "tls_handshake_failed")
+        .unwrap_or_else(|| panic!("no tls_handshake_failed event in {events:?}"));
+    assert_eq!(refused["level"], "warn", "{refused}");
+    assert!(
+        refused["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "{refused}"
+    );
+    assert!(!refused["reason"].as_str().unwrap_or("").is_empty(), "{refused}");
+    assert_eq!(app.hits(), 0);
+}
