@@ -281,11 +281,6 @@ impl ClaimRoutes {
             .filter(move |(scope, _)| scope.matches(method, path))
             .flat_map(|(_, claims)| claims.iter())
     }
-
-    /// Whether no route is configured.
-    pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
-    }
 }
 
 #[cfg(test)]

@@ -247,6 +247,40 @@ impl Exchange {
         }
     }
 
+    /// A 101 accepts the WebSocket handshake: once both connections have
+    /// switched, a task copies bytes between them until either side closes.
+    /// A 101 to a request that asked for no upgrade is the upstream's fault.
+    fn switch_protocols(
+        &mut self,
+        mut res: Response<UpstreamBody>,
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
+        if res.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(res);
+        }
+        let Some(client) = self.upgrade.take() else {
+            return Err(ProxyError::UpstreamReset {
+                upstream: self.upstream.as_deref().unwrap_or("-").to_string(),
+                cause: "101 Switching Protocols to a request that asked for no upgrade".into(),
+            });
+        };
+        let upstream = hyper::upgrade::on(&mut res);
+        let trace_id = self.trace.trace_id;
+        tokio::spawn(async move {
+            let joined = async {
+                let (client, upstream) = tokio::try_join!(client, upstream)?;
+                let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                Ok::<_, BoxError>(tokio::io::copy_bidirectional(&mut client, &mut upstream).await?)
+            };
+            match joined.await {
+                Ok((sent, received)) => {
+                    tracing::debug!(event = "websocket_closed", traceId = %trace_id, sent, received)
+                }
+                Err(e) => tracing::debug!(event = "websocket_closed", traceId = %trace_id, error = %e),
+            }
+        });
+        Ok(res)
+    }
+
     /// Step: answer the client with the upstream response or the rescued error;
     /// the access line and metrics are written when the body ends.
     pub fn respond(
@@ -293,42 +327,6 @@ impl Exchange {
             }
             .boxed_unsync()
         })
-    }
-}
-
-impl Exchange {
-    /// A 101 accepts the WebSocket handshake: once both connections have
-    /// switched, a task copies bytes between them until either side closes.
-    /// A 101 to a request that asked for no upgrade is the upstream's fault.
-    fn switch_protocols(
-        &mut self,
-        mut res: Response<UpstreamBody>,
-    ) -> Result<Response<UpstreamBody>, ProxyError> {
-        if res.status() != StatusCode::SWITCHING_PROTOCOLS {
-            return Ok(res);
-        }
-        let Some(client) = self.upgrade.take() else {
-            return Err(ProxyError::UpstreamReset {
-                upstream: self.upstream.as_deref().unwrap_or("-").to_string(),
-                cause: "101 Switching Protocols to a request that asked for no upgrade".into(),
-            });
-        };
-        let upstream = hyper::upgrade::on(&mut res);
-        let trace_id = self.trace.trace_id;
-        tokio::spawn(async move {
-            let joined = async {
-                let (client, upstream) = tokio::try_join!(client, upstream)?;
-                let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-                Ok::<_, BoxError>(tokio::io::copy_bidirectional(&mut client, &mut upstream).await?)
-            };
-            match joined.await {
-                Ok((sent, received)) => {
-                    tracing::debug!(event = "websocket_closed", traceId = %trace_id, sent, received)
-                }
-                Err(e) => tracing::debug!(event = "websocket_closed", traceId = %trace_id, error = %e),
-            }
-        });
-        Ok(res)
     }
 }
 
