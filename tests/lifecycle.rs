@@ -173,6 +173,34 @@ async fn shutdown_lets_an_in_flight_request_finish_and_stops_accepting() {
     );
 }
 
+/// Runs the real binary with the config at `path` (RUST_LOG unset) and reads
+/// its stdout up to the start event, which names the bound addresses.
+fn spawn_started(
+    path: &std::path::Path,
+) -> (
+    std::process::Child,
+    BufReader<std::process::ChildStdout>,
+    serde_json::Value,
+) {
+    let mut child = kawal_bin()
+        .arg("--config")
+        .arg(path)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let started = (0..20)
+        .map(|_| {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            serde_json::from_str::<serde_json::Value>(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+        })
+        .find(|event| event["message"] == "kawal started")
+        .expect("a start event");
+    (child, stdout, started)
+}
+
 #[test]
 fn sigterm_drains_and_exits_0_with_json_process_events() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -184,23 +212,7 @@ fn sigterm_drains_and_exits_0_with_json_process_events() {
         .await
     });
     let path = write_config("sigterm", &inbound_config(app.addr, ""));
-    let mut child = kawal_bin()
-        .arg("--config")
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-
-    // A process event names the bound addresses.
-    let started = (0..20)
-        .map(|_| {
-            let mut line = String::new();
-            stdout.read_line(&mut line).unwrap();
-            serde_json::from_str::<serde_json::Value>(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
-        })
-        .find(|event| event["message"] == "kawal started")
-        .expect("a start event");
+    let (mut child, stdout, started) = spawn_started(&path);
     assert_eq!(started["serviceName"], "test-svc");
     let inbound = started["inbound"].as_str().unwrap().to_string();
 
@@ -320,22 +332,7 @@ fn a_refused_tls_handshake_is_a_json_event_with_its_reason() {
         pki.path("ca.pem")
     );
     let path = write_config("tls-refused", &inbound_config(app.addr, &tls));
-    let mut child = kawal_bin()
-        .arg("--config")
-        .arg(&path)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let started = (0..20)
-        .map(|_| {
-            let mut line = String::new();
-            stdout.read_line(&mut line).unwrap();
-            serde_json::from_str::<serde_json::Value>(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
-        })
-        .find(|event| event["message"] == "kawal started")
-        .expect("a start event");
+    let (mut child, stdout, started) = spawn_started(&path);
     let inbound = started["inbound"].as_str().unwrap().to_string();
 
     // Plaintext HTTP on the TLS port: no HTTP answer, a logged refusal.
