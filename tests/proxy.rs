@@ -21,31 +21,40 @@ async fn mirror() -> Upstream {
 }
 
 #[tokio::test]
-async fn inbound_streams_multi_megabyte_bodies_intact_both_ways() {
+async fn multi_megabyte_bodies_cross_intact_both_ways_through_inbound_and_outbound() {
     let app = mirror().await;
-    let proxy = Proxy::start(&inbound_config(app.addr, "")).await;
-    let url = format!("http://{}/upload", proxy.inbound());
+    let inbound = Proxy::start(&inbound_config(app.addr, "")).await;
+    let outbound = Proxy::start(&outbound_config(&[app.addr], "", "")).await;
     let payload = pattern(3 * 1024 * 1024 + 17);
+    for (proxy, addr) in [(&inbound, inbound.inbound()), (&outbound, outbound.outbound())] {
+        let post = |body: reqwest::Body| {
+            client()
+                .post(format!("http://{addr}/upload"))
+                .header("host", "svc")
+                .body(body)
+                .send()
+        };
+        // Content-Length framing.
+        let res = post(payload.clone().into()).await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.bytes().await.unwrap(), payload);
 
-    // Content-Length framing.
-    let res = client().post(&url).body(payload.clone()).send().await.unwrap();
-    assert_eq!(res.status(), 200);
-    assert_eq!(res.bytes().await.unwrap(), payload);
+        // Chunked framing (a stream of unknown length).
+        let chunks: Vec<Result<Bytes, std::io::Error>> = payload
+            .chunks(64 * 1024)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let res = post(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.bytes().await.unwrap(), payload);
 
-    // Chunked framing (a stream of unknown length).
-    let chunks: Vec<Result<Bytes, std::io::Error>> = payload
-        .chunks(64 * 1024)
-        .map(|c| Ok(Bytes::copy_from_slice(c)))
-        .collect();
-    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
-    let res = client().post(&url).body(body).send().await.unwrap();
-    assert_eq!(res.status(), 200);
-    assert_eq!(res.bytes().await.unwrap(), payload);
-
-    let lines = proxy.wait_log_lines(2).await;
-    assert_eq!(lines[0]["bytesIn"], payload.len() as u64);
-    assert_eq!(lines[0]["bytesOut"], payload.len() as u64);
-    assert_eq!(app.hits(), 2);
+        let lines = proxy.wait_log_lines(2).await;
+        assert_eq!(lines[0]["bytesIn"], payload.len() as u64);
+        assert_eq!(lines[0]["bytesOut"], payload.len() as u64);
+    }
+    assert_eq!(app.hits(), 4);
 }
 
 #[tokio::test]
