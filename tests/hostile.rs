@@ -216,3 +216,30 @@ async fn h2_authority_and_host_must_agree() {
     assert_eq!(res.status(), 400);
     assert_eq!(app.hits(), 0);
 }
+
+#[tokio::test]
+async fn h2_requests_meet_the_same_size_limits() {
+    let limits = "[limits]\nmax_header = \"1KiB\"\nmax_uri = \"256B\"\nmax_request_body = \"1KiB\"";
+    let (app, proxy) = setup(limits).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .no_proxy()
+        .build()
+        .unwrap();
+    let base = format!("http://{}", proxy.inbound());
+    let cases = [
+        (h2.get(format!("{base}/")).header("x-big", "a".repeat(2000)), 431),
+        (h2.get(format!("{base}/{}", "u".repeat(300))), 414),
+        (h2.post(format!("{base}/")).body(vec![b'a'; 5000]), 413),
+        (
+            h2.get(format!("{base}/fits")).header("x-ok", "a".repeat(500)),
+            200,
+        ),
+    ];
+    for (req, want) in cases {
+        let res = req.send().await.unwrap();
+        assert_eq!(res.version(), http::Version::HTTP_2);
+        assert_eq!(res.status(), want);
+    }
+    assert_eq!(app.hits(), 1);
+}
