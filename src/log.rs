@@ -186,6 +186,10 @@ pub struct AccessLine<'a> {
     /// Verified peer identity (mTLS).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_identity: Option<&'a str>,
+    /// Index of the `[[inbound.allow]]` rule that allowed the request, so that
+    /// every authorization decision is on record (a denial is a 403 line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authz_rule: Option<usize>,
     /// Request body bytes received.
     pub bytes_in: u64,
     /// Response body bytes sent.

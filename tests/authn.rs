@@ -185,6 +185,8 @@ async fn policy_allows_by_identity_method_and_path_and_denies_the_rest() {
     let lines = m.b.wait_log_lines(5).await;
     assert_eq!(lines[0]["userId"], "user-42");
     assert_eq!(lines[0]["peerIdentity"], A_ID);
+    assert_eq!(lines[0]["authzRule"], 0, "the allowing rule is on record");
+    assert!(lines[1].get("authzRule").is_none(), "{}", lines[1]);
     assert_eq!(lines[3]["peerIdentity"], INTRUDER_ID);
     assert_eq!(lines[3]["error"], "forbidden");
 }

@@ -61,7 +61,7 @@ impl Inbound {
             let target = check_head(&parts, &self.shared.limits)?;
             ex.uri = target.clone();
             // 3. authorize the verified peer, then authenticate the user
-            self.authorize(&parts, target.path(), &conn, &trace)?;
+            ex.authz_rule = self.authorize(&parts, target.path(), &conn, &trace)?;
             let user = self.authenticate(&parts, target.path())?;
             ex.user_id = user.clone().or_else(|| conn.identity.clone());
             // 4. rewrite
@@ -101,29 +101,20 @@ impl Inbound {
         ex.respond(result, &self.shared, self.metrics.clone())
     }
 
-    /// The allow rules, on the verified identity and the normalized path;
-    /// each decision is logged with the request's trace id.
+    /// The allow rules, on the verified identity and the normalized path: the
+    /// rule that allowed the request (recorded on its access line), or a 403
+    /// logged as an event with the request's trace id.
     fn authorize(
         &self,
         parts: &Parts,
         path: &str,
         conn: &ConnInfo,
         trace: &RequestTrace,
-    ) -> Result<(), ProxyError> {
+    ) -> Result<Option<usize>, ProxyError> {
         let identity = conn.identity.as_deref();
         match self.policy.decide(identity, &parts.method, path) {
-            Decision::Unrestricted => Ok(()),
-            Decision::Allow { rule } => {
-                tracing::debug!(
-                    event = "authz",
-                    decision = "allow",
-                    traceId = %trace.trace_id,
-                    rule,
-                    peer = identity.unwrap_or("-"),
-                    path
-                );
-                Ok(())
-            }
+            Decision::Unrestricted => Ok(None),
+            Decision::Allow { rule } => Ok(Some(rule)),
             Decision::Deny => {
                 tracing::warn!(
                     event = "authz",

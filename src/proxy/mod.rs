@@ -190,6 +190,8 @@ pub struct Exchange {
     pub peer_identity: Option<Arc<str>>,
     /// The verified user: JWT `sub`, else the peer identity.
     pub user_id: Option<Arc<str>>,
+    /// The allow rule that let the request through, when a policy is set.
+    pub authz_rule: Option<usize>,
     /// The client connection's pending switch, for a WebSocket handshake.
     pub upgrade: Option<OnUpgrade>,
 }
@@ -243,6 +245,7 @@ impl Exchange {
             error: None,
             peer_identity: None,
             user_id: None,
+            authz_rule: None,
             upgrade: None,
         }
     }
@@ -369,6 +372,7 @@ impl Finish {
             attempts: e.attempts,
             user_id: e.user_id.as_deref(),
             peer_identity: e.peer_identity.as_deref(),
+            authz_rule: e.authz_rule,
             bytes_in: e.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
             bytes_out,
             error,
