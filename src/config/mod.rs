@@ -593,7 +593,7 @@ impl Config {
     /// Parses and validates `src`; `file` names it in error messages.
     pub fn from_toml_str(src: &str, file: &str) -> Result<Config, ConfigError> {
         let cfg: Config = toml::from_str(src).map_err(|e| ConfigError {
-            problems: vec![locate::describe_toml_error(file, src, &e)],
+            problems: type_errors(file, src, e),
         })?;
         let problems: Vec<String> = validate(&cfg)
             .into_iter()
@@ -611,6 +611,93 @@ impl Config {
             Err(ConfigError { problems })
         }
     }
+}
+
+/// Every key that cannot be read, not only the first. serde stops at the
+/// first, so the line it names is commented out (or, when that line was a
+/// required key, its whole table) and the text read again, until it reads
+/// or the error is not one a line can be blamed for (it spans lines, or is a
+/// syntax error). Lines keep their numbers; problems come in file order.
+fn type_errors(file: &str, src: &str, first: toml::de::Error) -> Vec<String> {
+    const MAX_PROBLEMS: usize = 50;
+    let mut problems = vec![locate::describe_toml_error(file, src, &first)];
+    if toml::from_str::<toml::Table>(src).is_err() {
+        // A syntax error: what follows it cannot be read.
+        return problems;
+    }
+    let mut text = src.to_string();
+    let mut error = first;
+    while problems.len() < MAX_PROBLEMS {
+        let Some(line) = blamed_line(&text, &error) else {
+            break;
+        };
+        let attempts = [Some(line.clone()), table_around(&text, line.start)];
+        let next = attempts.into_iter().flatten().find_map(|lines| {
+            let candidate = comment_out(&text, lines);
+            match toml::from_str::<Config>(&candidate) {
+                // Our own doing: the commented-out key was required.
+                Err(e) if e.message().starts_with("missing field") => None,
+                read => Some((candidate, read.err())),
+            }
+        });
+        let Some((candidate, Some(next))) = next else {
+            break;
+        };
+        if toml::from_str::<toml::Table>(&candidate).is_err() {
+            break;
+        }
+        problems.push(locate::describe_toml_error(file, &candidate, &next));
+        (text, error) = (candidate, next);
+    }
+    problems.sort_by_key(|p| {
+        let mut at = p[file.len()..]
+            .split(':')
+            .skip(1)
+            .map(|n| n.parse::<usize>().unwrap_or(0));
+        (at.next(), at.next())
+    });
+    problems
+}
+
+/// The byte range of the one line an error points into, unless the error
+/// spans lines or points at a table header.
+fn blamed_line(text: &str, error: &toml::de::Error) -> Option<std::ops::Range<usize>> {
+    let span = error.span()?;
+    let start = text[..span.start].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let header = text[start..end].trim_start().starts_with('[');
+    (span.end <= end && !header).then_some(start..end)
+}
+
+/// The table (header line up to the next header) holding byte `at`.
+fn table_around(text: &str, at: usize) -> Option<std::ops::Range<usize>> {
+    let is_header = |l: &str| l.trim_start().starts_with('[');
+    let mut offset = 0;
+    let mut table = None;
+    for line in text.split_inclusive('\n') {
+        if is_header(line) {
+            if offset > at {
+                return table.map(|start| start..offset);
+            }
+            table = Some(offset);
+        }
+        offset += line.len();
+    }
+    table.map(|start| start..text.len())
+}
+
+/// `text` with every line starting in `lines` turned into a comment.
+fn comment_out(text: &str, lines: std::ops::Range<usize>) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if lines.contains(&offset) || (lines.is_empty() && offset == lines.start) {
+            out.push('#');
+        }
+        out.push_str(line);
+        offset += line.len();
+    }
+    out
 }
 
 /// Checks that span several values; returns (key path, problem) pairs.
@@ -902,6 +989,63 @@ app = "127.0.0.1:8080"
 
     fn problems(src: &str) -> Vec<String> {
         Config::from_toml_str(src, "kawal.toml").unwrap_err().problems
+    }
+
+    #[test]
+    fn type_errors_in_several_places_are_all_reported() {
+        let src = r#"
+[service]
+name = "orders"
+shutdown_grace = "soon"
+
+[inbound]
+listen = "127.0.0.1:15006"
+app = "127.0.0.1:8080"
+retries = 3
+
+[limits]
+max_uri = "8 kilobytes"
+max_headers = "many"
+"#;
+        let p = problems(src);
+        let starts: Vec<&str> = p
+            .iter()
+            .map(|l| l.split(": ").take(2).collect::<Vec<_>>())
+            .map(|v| v[0])
+            .collect();
+        assert_eq!(
+            starts,
+            [
+                "kawal.toml:4:18",
+                "kawal.toml:9:1",
+                "kawal.toml:12:11",
+                "kawal.toml:13:15"
+            ],
+            "{p:#?}"
+        );
+        assert!(p[0].contains("service.shutdown_grace"), "{p:#?}");
+        assert!(p[1].contains("retries"), "{p:#?}");
+        assert!(
+            p[2].contains("limits.max_uri") && p[3].contains("limits.max_headers"),
+            "{p:#?}"
+        );
+        // Required keys with bad values: reading on needs their table out of the way.
+        let p = problems(
+            "[service]\nname = 5\nshutdown_grace = \"soon\"\n[inbound]\nlisten = \"x\"\napp = \"127.0.0.1:1\"\nbogus = 1\n",
+        );
+        let keys: Vec<&str> = p.iter().filter_map(|l| l.split(": ").nth(1)).collect();
+        assert_eq!(
+            keys,
+            [
+                "service.name",
+                "service.shutdown_grace",
+                "inbound.listen",
+                "inbound.bogus"
+            ],
+            "{p:#?}"
+        );
+        // A syntax error stops at itself: what follows cannot be read.
+        assert_eq!(problems("[service]\nname = \n[inbound]\nretries = 3\n").len(), 1);
     }
 
     #[test]
