@@ -26,7 +26,7 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::body::BoxBody;
 use crate::config::Limits;
@@ -37,6 +37,7 @@ use crate::tls::ServerTls;
 pub struct Http {
     builder: auto::Builder<TokioExecutor>,
     head_timeout: Duration,
+    max_connections: usize,
 }
 
 /// An HTTP/1.1 + h2c connection builder enforcing `limits`.
@@ -62,6 +63,7 @@ pub fn http_builder(limits: &Limits) -> Http {
     Http {
         builder: b,
         head_timeout: limits.request_head_timeout.0,
+        max_connections: limits.max_connections,
     }
 }
 
@@ -114,7 +116,16 @@ pub async fn serve<H, F>(
     F: Future<Output = Response<BoxBody>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
+    // A slot per open connection: when all are taken, accepting waits and
+    // new clients queue in the kernel's backlog.
+    let slots = Arc::new(Semaphore::new(
+        builder.max_connections.min(Semaphore::MAX_PERMITS),
+    ));
     loop {
+        let slot = tokio::select! {
+            _ = shutdown.changed() => break,
+            slot = slots.clone().acquire_owned() => slot.expect("never closed"),
+        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
@@ -136,6 +147,7 @@ pub async fn serve<H, F>(
             tokio::spawn(async move {
                 conn.await;
                 open.dec();
+                drop(slot);
             });
             continue;
         };
@@ -165,6 +177,7 @@ pub async fn serve<H, F>(
                 ),
             }
             open.dec();
+            drop(slot);
         });
     }
     drop(listener);

@@ -184,6 +184,36 @@ async fn a_client_that_sends_nothing_or_half_an_h2_preface_is_disconnected() {
 }
 
 #[tokio::test]
+async fn past_max_connections_new_clients_wait_until_one_leaves() {
+    let (app, proxy) = setup("[limits]\nmax_connections = 1").await;
+    // The one connection allowed, kept open by keep-alive.
+    let mut first = tokio::net::TcpStream::connect(proxy.inbound()).await.unwrap();
+    first
+        .write_all(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 12];
+    first.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 200");
+
+    // A second client connects (the kernel's backlog) but is not served...
+    let second = tokio::spawn(raw_exchange(
+        proxy.inbound(),
+        b"GET /2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.hits(), 1, "served past max_connections");
+    // ...until the first one leaves.
+    drop(first);
+    let raw = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("served once a slot was free")
+        .unwrap();
+    assert_eq!(status_of(&raw), 200, "{raw}");
+    assert_eq!(app.hits(), 2);
+}
+
+#[tokio::test]
 async fn a_client_that_stalls_its_body_gets_408_and_the_app_no_complete_request() {
     let (_app, proxy) = setup("[limits]\nbody_idle_timeout = \"300ms\"").await;
     let mut s = tokio::net::TcpStream::connect(proxy.inbound()).await.unwrap();

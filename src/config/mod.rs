@@ -386,6 +386,10 @@ pub struct Limits {
     /// HTTP/2 concurrent streams per connection.
     #[serde(default = "default_h2_streams")]
     pub h2_max_concurrent_streams: u32,
+    /// Open connections per listener; past it, new ones wait in the kernel's
+    /// backlog until one closes.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -866,6 +870,9 @@ fn validate(cfg: &Config) -> Vec<(Vec<String>, String)> {
     if l.max_request_head.0 < 8 * 1024 {
         bad(&["limits", "max_request_head"], "must be at least 8KiB".into());
     }
+    if l.max_connections == 0 {
+        bad(&["limits", "max_connections"], "must be at least 1".into());
+    }
     if l.max_headers == 0 {
         bad(&["limits", "max_headers"], "must be at least 1".into());
     }
@@ -925,6 +932,9 @@ fn default_max_head() -> Size {
 }
 fn default_max_header() -> Size {
     Size(16 * 1024)
+}
+fn default_max_connections() -> usize {
+    10_000
 }
 fn default_max_headers() -> usize {
     100
