@@ -181,6 +181,32 @@ async fn tls_1_1_is_refused_with_a_protocol_version_alert() {
 }
 
 #[tokio::test]
+async fn a_client_hello_sent_byte_by_byte_is_cut_off_at_the_handshake_timeout() {
+    let pki = Pki::new("slowhello");
+    pki.leaf("b", B_ID);
+    let app = Upstream::echo().await;
+    let b = sidecar_b(&pki, &app).await; // handshake_timeout = "2s"
+    let mut s = tokio::net::TcpStream::connect(b.inbound()).await.unwrap();
+    let hello = tls11_client_hello();
+    let started = std::time::Instant::now();
+    // One byte every 100 ms: the whole hello would take far longer than 2 s.
+    for byte in &hello {
+        if s.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        let mut probe = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(100), s.read(&mut probe)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break, // closed
+            Ok(Ok(_)) => panic!("the server answered a hello it never fully got"),
+            Err(_) => {} // still open: send the next byte
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "never cut off");
+    }
+    assert!(started.elapsed() < Duration::from_secs(30), "never cut off");
+    assert_eq!(app.hits(), 0);
+}
+
+#[tokio::test]
 async fn plaintext_on_the_tls_port_is_refused() {
     let pki = Pki::new("plain");
     pki.leaf("b", B_ID);

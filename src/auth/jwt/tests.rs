@@ -327,6 +327,50 @@ fn hs256_key_confusion_is_rejected() {
 }
 
 #[test]
+fn keys_named_in_the_token_are_never_used() {
+    let f = Fixture::new();
+    let v = f.verifier();
+    // The attacker's own key, offered in every way a JWS header can offer one.
+    let attacker = KeyPair::generate().expect("key");
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(ec_jwk(&attacker, "evil")).expect("jwk");
+    let signed_with = |header: Header| {
+        jsonwebtoken::encode(
+            &header,
+            &claims(),
+            &EncodingKey::from_ec_der(&attacker.serialize_der()),
+        )
+        .expect("encode")
+    };
+    let base = || Header {
+        kid: Some("ec-1".into()),
+        ..Header::new(Algorithm::ES256)
+    };
+    let offers = [
+        Header {
+            jwk: Some(jwk.clone()),
+            ..base()
+        },
+        Header {
+            jku: Some("https://evil.example/jwks.json".into()),
+            ..base()
+        },
+        Header {
+            x5u: Some("https://evil.example/cert.pem".into()),
+            ..base()
+        },
+        Header {
+            jwk: Some(jwk),
+            kid: Some("evil".into()),
+            ..base()
+        },
+    ];
+    for (i, header) in offers.into_iter().enumerate() {
+        let r = reason(&v, &signed_with(header));
+        assert!(matches!(r, "bad_signature" | "unknown_kid"), "offer {i}: {r}");
+    }
+}
+
+#[test]
 fn key_lookup_by_kid() {
     let f = Fixture::new();
     let v = f.verifier();
