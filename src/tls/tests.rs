@@ -269,6 +269,18 @@ async fn client_certificate_needs_client_auth_eku_and_one_uri_san() {
 }
 
 #[tokio::test]
+async fn server_certificate_needs_server_auth_eku() {
+    let s = setup();
+    // A certificate made for a client, presented by a server.
+    let client_only = client_leaf(&s.ca, SERVER_ID);
+    let srv = ServerTls::load(server_files(&s.dir, &client_only, &s.ca)).unwrap();
+    let cli = client_tls(&s.dir, &s.ca, Some(&client_leaf(&s.ca, CLIENT_ID)), SERVER_ID);
+    let (_, cli) = handshake(&srv, &cli).await;
+    let reason = describe_handshake_error(&cli.unwrap_err());
+    assert!(reason.contains("extended key usage"), "{reason}");
+}
+
+#[tokio::test]
 async fn server_with_another_spiffe_id_is_rejected() {
     let s = setup();
     let cli = client_tls(
