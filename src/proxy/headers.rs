@@ -116,14 +116,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         return;
     }
     // Collect first: the map cannot be changed while `Connection` is borrowed.
-    let mut named = Vec::new();
-    for value in headers.get_all(CONNECTION) {
-        for token in value.as_bytes().split(|b| *b == b',') {
-            if let Ok(name) = HeaderName::from_bytes(token.trim_ascii()) {
-                named.push(name);
-            }
-        }
-    }
+    let named: Vec<HeaderName> = list_tokens(headers, CONNECTION)
+        .filter_map(|token| HeaderName::from_bytes(token).ok())
+        .collect();
     for name in named.iter().chain(&HOP_BY_HOP) {
         headers.remove(name);
     }
@@ -147,16 +142,18 @@ const HOP_BY_HOP: [HeaderName; 10] = [
 /// `Upgrade: websocket`, with `upgrade` named in `Connection`. It is the one
 /// upgrade kawal carries across; `h2c` and any other are stripped.
 pub fn is_websocket_upgrade(version: Version, headers: &HeaderMap) -> bool {
-    let has_token = |name: HeaderName, token: &str| {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
+    let has_token = |name, token: &[u8]| list_tokens(headers, name).any(|t| t.eq_ignore_ascii_case(token));
     // Upgrade first: it is the one a plain request does not carry.
-    version == Version::HTTP_11 && has_token(UPGRADE, "websocket") && has_token(CONNECTION, "upgrade")
+    version == Version::HTTP_11 && has_token(UPGRADE, b"websocket") && has_token(CONNECTION, b"upgrade")
+}
+
+/// The trimmed elements of a comma-separated header, over all its lines.
+fn list_tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(name)
+        .into_iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
 }
 
 /// Puts back, after [`strip_hop_by_hop`], the two headers that carry a
