@@ -695,7 +695,7 @@ fn comment_out(text: &str, lines: std::ops::Range<usize>) -> String {
     let mut out = String::with_capacity(text.len() + 16);
     let mut offset = 0;
     for line in text.split_inclusive('\n') {
-        if lines.contains(&offset) || (lines.is_empty() && offset == lines.start) {
+        if lines.contains(&offset) {
             out.push('#');
         }
         out.push_str(line);
