@@ -116,16 +116,6 @@ async fn hop_by_hop_headers_do_not_cross_in_either_direction() {
     assert!(head.contains("x-end-to-end: yes"), "{head}");
 }
 
-fn traceparent_of(echo: &serde_json::Value) -> (String, String) {
-    let tp = echo["headers"]["traceparent"]
-        .as_str()
-        .expect("traceparent forwarded");
-    let parts: Vec<&str> = tp.split('-').collect();
-    assert_eq!(parts.len(), 4, "{tp}");
-    assert_eq!(parts[0], "00");
-    (parts[1].to_string(), parts[2].to_string())
-}
-
 #[tokio::test]
 async fn trace_context_is_started_continued_or_replaced() {
     let app = Upstream::echo().await;

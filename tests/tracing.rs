@@ -48,15 +48,6 @@ backoff = {{ base = "1ms", max = "5ms" }}
     )
 }
 
-/// The traceparent's (trace id, parent id) the echo upstream received.
-fn echoed_traceparent(echo: &serde_json::Value) -> (String, String) {
-    let tp = echo["headers"]["traceparent"]
-        .as_str()
-        .expect("traceparent forwarded");
-    let parts: Vec<&str> = tp.split('-').collect();
-    (parts[1].to_string(), parts[2].to_string())
-}
-
 fn by_parent<'a>(spans: &'a [ReceivedSpan], parent: &str) -> Vec<&'a ReceivedSpan> {
     let mut found: Vec<_> = spans.iter().filter(|s| s.parent_span_id == parent).collect();
     found.sort_by_key(|s| s.attributes.get("kawal.attempt").cloned());
@@ -118,7 +109,7 @@ async fn spans_link_client_to_kawal_a_to_kawal_b_to_the_app_and_onward() {
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["x-trace-id"], CLIENT_TRACE);
     let echo: serde_json::Value = res.json().await.unwrap();
-    let (last_trace, last_parent) = echoed_traceparent(&echo);
+    let (last_trace, last_parent) = traceparent_of(&echo);
     assert_eq!(last_trace, CLIENT_TRACE);
 
     // A: server + 2 attempts; B: 2 inbound servers, 1 outbound server + 1 attempt.

@@ -559,17 +559,20 @@ mod tests {
         inject_single(&mut map, &t64, &s64, true);
         assert_eq!(map[B3], format!("0000000000000000{TRACE64}-{SPAN}-1").as_str());
 
+        round_trips(inject_single, false);
+    }
+
+    /// Random ids written by `inject` read back the same.
+    fn round_trips(inject: fn(&mut HeaderMap, &TraceId, &SpanId, bool), sampled: bool) {
         for _ in 0..32 {
             let (t, s) = (TraceId::random(), SpanId::random());
             let mut map = HeaderMap::new();
-            inject_single(&mut map, &t, &s, false);
-            assert_eq!(
-                extract(&map),
-                Some(B3Context {
-                    ids: Some((t, s)),
-                    sampled: Some(false)
-                })
-            );
+            inject(&mut map, &t, &s, sampled);
+            let want = B3Context {
+                ids: Some((t, s)),
+                sampled: Some(sampled),
+            };
+            assert_eq!(extract(&map), Some(want));
         }
     }
 
@@ -603,18 +606,7 @@ mod tests {
         assert_eq!(map[X_B3_TRACE_ID], format!("0000000000000000{TRACE64}").as_str());
         assert_eq!(extract(&map), ids(TRACE64, SPAN, Some(true)));
 
-        for _ in 0..32 {
-            let (t, s) = (TraceId::random(), SpanId::random());
-            let mut map = HeaderMap::new();
-            inject_multi(&mut map, &t, &s, true);
-            assert_eq!(
-                extract(&map),
-                Some(B3Context {
-                    ids: Some((t, s)),
-                    sampled: Some(true)
-                })
-            );
-        }
+        round_trips(inject_multi, true);
     }
 
     #[test]

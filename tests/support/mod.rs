@@ -273,3 +273,14 @@ pub fn status(code: u16, body: &'static str) -> Response<BoxBody> {
     *res.status_mut() = http::StatusCode::from_u16(code).unwrap();
     res
 }
+
+/// The (trace id, parent id) of the W3C traceparent an echo upstream received.
+pub fn traceparent_of(echo: &serde_json::Value) -> (String, String) {
+    let tp = echo["headers"]["traceparent"]
+        .as_str()
+        .expect("traceparent forwarded");
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!(parts.len(), 4, "{tp}");
+    assert_eq!(parts[0], "00");
+    (parts[1].to_string(), parts[2].to_string())
+}
