@@ -6,8 +6,8 @@
 //! chosen by power of two choices on least outstanding requests: two random
 //! endpoints, the less busy one wins (cheap, and it steers away from a slow
 //! instance without global state). HTTP/1.1 connections are pooled per
-//! endpoint (`pool`); HTTP/2 goes through hyper-util's client, which
-//! multiplexes requests over one connection per endpoint.
+//! endpoint (`pool`); HTTP/2 multiplexes every request to an endpoint over
+//! one connection of its own.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,15 +19,15 @@ use http::header::HOST;
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request, Response, Uri, Version};
 use hyper::client::conn::http1::SendRequest;
+use hyper::client::conn::http2;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rand::Rng;
 
 use crate::body::{body_error_in, BoxBody};
 use crate::config::{HostPort, Protocol};
 use crate::error::{error_chain, find, ProxyError};
-use crate::proxy::connect::{Connector, TlsConnectError};
+use crate::proxy::connect::{Conn, Connector, TlsConnectError};
 use crate::proxy::pool::{IdlePool, UpstreamBody};
 use crate::tls::ClientTls;
 
@@ -56,6 +56,9 @@ pub struct Endpoint {
     host: HeaderValue,
     in_flight: AtomicUsize,
     idle: Arc<IdlePool>,
+    /// The HTTP/2 connection, once made. Locked while connecting, so
+    /// requests arriving meanwhile wait for that one instead of each dialing.
+    h2: tokio::sync::Mutex<Option<http2::SendRequest<BoxBody>>>,
 }
 
 /// A live upstream.
@@ -65,8 +68,6 @@ pub struct Upstream {
     settings: UpstreamSettings,
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
     connector: Connector,
-    /// For HTTP/2 upstreams only.
-    h2: Client<Connector, BoxBody>,
 }
 
 /// Decrements an endpoint's outstanding count when the exchange ends: at a
@@ -88,18 +89,11 @@ impl Upstream {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(settings.connect_timeout));
         let connector = Connector::new(connector, settings.tls.clone(), dns_name(&settings.endpoints));
-        let h2 = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .http2_only(true)
-            .build(connector.clone());
         let up = Arc::new(Upstream {
             name: settings.name.clone(),
             endpoints: ArcSwap::from_pointee(Vec::new()),
             settings,
             connector,
-            h2,
         });
         up.resolve().await;
         up
@@ -165,6 +159,7 @@ impl Upstream {
                             host: HeaderValue::from_str(&text).expect("a socket address is a header value"),
                             in_flight: AtomicUsize::new(0),
                             idle: Arc::default(),
+                            h2: tokio::sync::Mutex::default(),
                         })
                     })
             })
@@ -260,17 +255,22 @@ impl Upstream {
         }
     }
 
-    /// A new HTTP/1.1 connection (TCP, TLS if configured), driven by its own task.
-    async fn connect_h1(&self, ep: &Endpoint) -> Result<SendRequest<BoxBody>, ProxyError> {
+    /// A new connection to the endpoint: TCP, then TLS if configured.
+    async fn dial(&self, ep: &Endpoint) -> Result<Conn, ProxyError> {
         let uri = Uri::builder()
             .scheme(Scheme::HTTP)
             .authority(ep.authority.clone())
             .path_and_query("/")
             .build()
             .map_err(|e| ProxyError::Internal(e.to_string()))?;
-        let io = tower_service::Service::call(&mut self.connector.clone(), uri)
+        tower_service::Service::call(&mut self.connector.clone(), uri)
             .await
-            .map_err(|e| self.classify(&*e, true))?;
+            .map_err(|e| self.classify(&*e, true))
+    }
+
+    /// A new HTTP/1.1 connection, driven by its own task.
+    async fn connect_h1(&self, ep: &Endpoint) -> Result<SendRequest<BoxBody>, ProxyError> {
+        let io = self.dial(ep).await?;
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(io)
             .await
@@ -284,24 +284,67 @@ impl Upstream {
         Ok(sender)
     }
 
-    /// HTTP/2 through hyper-util's client (one multiplexed connection).
+    /// HTTP/2 on the endpoint's one connection. The request's authority
+    /// goes in `:authority`, as HTTP/2 requires (RFC 9113 §8.3.1), not in
+    /// a Host header beside it (a peer must refuse the two when they differ,
+    /// and the endpoint's address would differ from the routed name).
     async fn send_h2(
         &self,
         ep: &Endpoint,
         mut req: Request<BoxBody>,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
-        let mut uri = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(ep.authority.clone());
+        let authority = req
+            .headers_mut()
+            .remove(HOST)
+            .and_then(|host| Authority::try_from(host.as_bytes()).ok())
+            .unwrap_or_else(|| ep.authority.clone());
+        let scheme = if self.settings.tls.is_some() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
+        let mut uri = Uri::builder().scheme(scheme).authority(authority);
         if let Some(pq) = req.uri().path_and_query() {
             uri = uri.path_and_query(pq.clone());
         }
         *req.uri_mut() = uri.build().map_err(|e| ProxyError::Internal(e.to_string()))?;
         *req.version_mut() = Version::HTTP_2;
-        match self.h2.request(req).await {
+        let mut sender = self.h2_connection(ep).await?;
+        let sent = match sender.try_send_request(req).await {
+            // The connection went away before taking the request (GOAWAY,
+            // close): once more on a new one.
+            Err(mut e) => match e.take_message() {
+                Some(unsent) => self.h2_connection(ep).await?.try_send_request(unsent).await,
+                None => Err(e),
+            },
+            sent => sent,
+        };
+        match sent {
             Ok(res) => Ok(res.map(UpstreamBody::plain)),
-            Err(e) => Err(self.classify(&e, e.is_connect())),
+            Err(e) => Err(self.classify(&e.into_error(), false)),
         }
+    }
+
+    /// The endpoint's HTTP/2 connection, made first if there is none open.
+    async fn h2_connection(&self, ep: &Endpoint) -> Result<http2::SendRequest<BoxBody>, ProxyError> {
+        let mut slot = ep.h2.lock().await;
+        if let Some(open) = slot.as_ref().filter(|s| !s.is_closed()) {
+            return Ok(open.clone());
+        }
+        let io = self.dial(ep).await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .handshake(io)
+            .await
+            .map_err(|e| self.classify(&e, true))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
+            }
+        });
+        *slot = Some(sender.clone());
+        Ok(sender)
     }
 
     /// Maps a failed exchange to what happened, for the status and the log;
