@@ -6,6 +6,10 @@ use std::process::ExitCode;
 
 use kawal::config::{Config, LogLevel};
 
+// See Cargo.toml for why not the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage: kawal --config FILE | kawal check FILE";
 
 fn main() -> ExitCode {

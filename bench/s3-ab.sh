@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# A/B on the sidecar-to-sidecar path (peer-bench's s3): client → A (plain) →
+# mTLS → B → upstream, for two kawal binaries side by side, alternated
+# ROUNDS times (A B B A ...) since this VM is noisy. Per run: req/s and the
+# CPU µs per request of the two sidecars together (utime+stime from /proc),
+# which stays comparable when the load generator is the bottleneck.
+#
+#   bench/s3-ab.sh OLD_BIN NEW_BIN      # DUR=5 ROUNDS=6 CONNS=32
+#
+# Needs wrk and the upstream of ../shared/bench (its install-peers.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OLD=$1; NEW=$2
+DUR=${DUR:-5}; ROUNDS=${ROUNDS:-6}; CONNS=${CONNS:-32}; LG_CPU=${LG_CPU:-0}; SUT_CPU=${SUT_CPU:-1}
+BASE=${BASE:-18180}
+SHARED=${SHARED:-../shared/bench}
+source "$SHARED/lib/configs.sh"
+UPSTREAM_BIN=$SHARED/upstream/target/release/pb-upstream
+[ -x "$UPSTREAM_BIN" ] || (cd "$SHARED/upstream" && cargo build --release -q)
+
+tmp=$(mktemp -d /tmp/kawal-s3ab.XXXXXX)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+gen_certs "$tmp/pki"
+taskset -c "$SUT_CPU" "$UPSTREAM_BIN" "127.0.0.1:$BASE" >"$tmp/upstream.log" 2>&1 & pids+=($!)
+
+pair() { # name bin a_port b_port
+  local name=$1 bin=$2 a=$3 b=$4
+  cat >"$tmp/$name-b.toml" <<T
+[service]
+name = "b"
+[admin]
+listen = "127.0.0.1:$((b + 1000))"
+[inbound]
+listen = "127.0.0.1:$b"
+app = "127.0.0.1:$BASE"
+[inbound.tls]
+cert = "$tmp/pki/b.crt"
+key = "$tmp/pki/b.key"
+client_ca = "$tmp/pki/ca.crt"
+[log]
+level = "warn"
+T
+  cat >"$tmp/$name-a.toml" <<T
+[service]
+name = "a"
+[admin]
+listen = "127.0.0.1:$((a + 1000))"
+[outbound]
+listen = "127.0.0.1:$a"
+[upstreams.b]
+hosts = ["127.0.0.1:$a"]
+endpoints = ["127.0.0.1:$b"]
+[upstreams.b.tls]
+ca = "$tmp/pki/ca.crt"
+cert = "$tmp/pki/a.crt"
+key = "$tmp/pki/a.key"
+server_identity = "spiffe://test/ns/default/sa/b"
+[log]
+level = "warn"
+T
+  taskset -c "$SUT_CPU" "$bin" --config "$tmp/$name-b.toml" >"$tmp/$name-b.log" & pids+=($!)
+  echo $! >"$tmp/$name.pids"
+  taskset -c "$SUT_CPU" "$bin" --config "$tmp/$name-a.toml" >"$tmp/$name-a.log" & pids+=($!)
+  echo $! >>"$tmp/$name.pids"
+}
+pair old "$OLD" $((BASE + 1)) $((BASE + 2))
+pair new "$NEW" $((BASE + 3)) $((BASE + 4))
+for p in $((BASE + 1)) $((BASE + 3)); do
+  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$p/" >/dev/null 2>&1 && break; sleep 0.1; done
+done
+
+ticks() { # pids... → utime+stime in clock ticks
+  local t=0 p
+  for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+  echo $t
+}
+hz=$(getconf CLK_TCK)
+run() { # name port → "rps cpu_us_per_req"
+  local name=$1 port=$2 before after rps
+  taskset -c "$LG_CPU" wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$port/" >/dev/null
+  # shellcheck disable=SC2046
+  before=$(ticks $(cat "$tmp/$name.pids"))
+  taskset -c "$LG_CPU" wrk -t1 -c"$CONNS" -d"${DUR}s" "http://127.0.0.1:$port/" >"$tmp/wrk.txt"
+  # shellcheck disable=SC2046
+  after=$(ticks $(cat "$tmp/$name.pids"))
+  rps=$(awk '/Requests\/sec/ {print $2}' "$tmp/wrk.txt")
+  awk -v r="$rps" -v t=$((after - before)) -v hz="$hz" -v d="$DUR" \
+    'BEGIN { printf "%.0f %.1f\n", r, t / hz * 1e6 / (r * d) }'
+}
+median() { sort -n | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
+: >"$tmp/old.res"; : >"$tmp/new.res"
+for i in $(seq "$ROUNDS"); do
+  if ((i % 2)); then order="old new"; else order="new old"; fi
+  for n in $order; do
+    port=$BASE; [ $n = old ] && port=$((BASE + 1)) || port=$((BASE + 3))
+    r=$(run $n $port); echo "$r" >>"$tmp/$n.res"; echo "round $i $n: $r req/s, µs/req"
+  done
+done
+for n in old new; do
+  echo "$n: median $(cut -d' ' -f1 "$tmp/$n.res" | median) req/s, $(cut -d' ' -f2 "$tmp/$n.res" | median) CPU µs/req (A+B)"
+done
