@@ -5,9 +5,16 @@
 # CPU µs per request of the two sidecars together (utime+stime from /proc),
 # which stays comparable when the load generator is the bottleneck.
 #
-#   bench/s3-ab.sh OLD_BIN NEW_BIN      # DUR=5 ROUNDS=6 CONNS=32
+#   bench/s3-ab.sh OLD_BIN NEW_BIN          # DUR=5 ROUNDS=6 CONNS=32
+#   INSTR=1 bench/s3-ab.sh OLD_BIN NEW_BIN  # instructions per request instead
 #
-# Needs wrk and the upstream of ../shared/bench (its install-peers.sh).
+# INSTR=1 runs each pair under callgrind with one connection (no batching) and
+# prints user-space instructions per request for A and B: the same figure run
+# after run whatever else the VM is doing, so a change of 1% shows; it does
+# not see the kernel, caches or allocator locality, so confirm with req/s.
+#
+# Needs wrk, valgrind (INSTR=1) and the upstream of ../shared/bench (its
+# install-peers.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OLD=$1; NEW=$2
@@ -60,16 +67,36 @@ server_identity = "spiffe://test/ns/default/sa/b"
 [log]
 level = "warn"
 T
-  taskset -c "$SUT_CPU" "$bin" --config "$tmp/$name-b.toml" >"$tmp/$name-b.log" & pids+=($!)
+  local wrap=()
+  [ -n "${INSTR:-}" ] && wrap=(valgrind --tool=callgrind "--callgrind-out-file=$tmp/$name-%p.cg")
+  taskset -c "$SUT_CPU" "${wrap[@]}" "$bin" --config "$tmp/$name-b.toml" >"$tmp/$name-b.log" 2>&1 & pids+=($!)
   echo $! >"$tmp/$name.pids"
-  taskset -c "$SUT_CPU" "$bin" --config "$tmp/$name-a.toml" >"$tmp/$name-a.log" & pids+=($!)
+  taskset -c "$SUT_CPU" "${wrap[@]}" "$bin" --config "$tmp/$name-a.toml" >"$tmp/$name-a.log" 2>&1 & pids+=($!)
   echo $! >>"$tmp/$name.pids"
+  for _ in $(seq 300); do curl -fs "http://127.0.0.1:$a/" >/dev/null 2>&1 && break; sleep 0.1; done
 }
+
+if [ -n "${INSTR:-}" ]; then
+  for n in old new; do
+    bin=$OLD; [ $n = new ] && bin=$NEW
+    pair $n "$bin" $((BASE + 1)) $((BASE + 2))
+    taskset -c "$LG_CPU" wrk -t1 -c1 -d2s "http://127.0.0.1:$((BASE + 1))/" >/dev/null
+    callgrind_control -z >/dev/null
+    reqs=$(taskset -c "$LG_CPU" wrk -t1 -c1 -d"${DUR}s" "http://127.0.0.1:$((BASE + 1))/" | awk '/requests in/ {print $1}')
+    callgrind_control -d >/dev/null
+    # shellcheck disable=SC2046
+    kill $(cat "$tmp/$n.pids"); wait $(cat "$tmp/$n.pids") 2>/dev/null || true
+    for side in b a; do
+      pid=$(sed -n "$([ $side = b ] && echo 1 || echo 2)p" "$tmp/$n.pids")
+      ir=$(callgrind_annotate --auto=no "$tmp/$n-$pid.cg.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+      echo "$n ${side^^}: $((ir / reqs)) instructions/request ($reqs requests)"
+    done
+  done
+  exit 0
+fi
+
 pair old "$OLD" $((BASE + 1)) $((BASE + 2))
 pair new "$NEW" $((BASE + 3)) $((BASE + 4))
-for p in $((BASE + 1)) $((BASE + 3)); do
-  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$p/" >/dev/null 2>&1 && break; sleep 0.1; done
-done
 
 ticks() { # pids... → utime+stime in clock ticks
   local t=0 p

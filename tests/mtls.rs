@@ -27,13 +27,17 @@ async fn sidecar_b(pki: &Pki, app: &Upstream) -> Proxy {
 
 /// A: outbound with mTLS toward `b`, expecting `server_identity`.
 async fn sidecar_a(pki: &Pki, b: std::net::SocketAddr, server_identity: &str) -> Proxy {
-    let tls = format!(
+    Proxy::start(&outbound_config(&[b], &a_tls(pki, server_identity), "")).await
+}
+
+/// A's `[upstreams.svc.tls]` table: its certificate, `pki`'s CA, `server_identity`.
+fn a_tls(pki: &Pki, server_identity: &str) -> String {
+    format!(
         "[upstreams.svc.tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\nserver_identity = \"{server_identity}\"",
         pki.path("ca.pem"),
         pki.path("a.crt"),
         pki.path("a.key")
-    );
-    Proxy::start(&outbound_config(&[b], &tls, "")).await
+    )
 }
 
 async fn through_a(a: &Proxy, spoof: bool) -> reqwest::Response {
@@ -81,12 +85,7 @@ async fn http2_between_sidecars_multiplexes_one_connection_and_keeps_the_routed_
     pki.leaf("b", B_ID);
     let app = Upstream::echo().await;
     let b = sidecar_b(&pki, &app).await;
-    let upstream = format!(
-        "protocol = \"http2\"\n[upstreams.svc.tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\nserver_identity = \"{B_ID}\"",
-        pki.path("ca.pem"),
-        pki.path("a.crt"),
-        pki.path("a.key")
-    );
+    let upstream = format!("protocol = \"http2\"\n{}", a_tls(&pki, B_ID));
     let a = Proxy::start(&outbound_config(&[b.inbound()], &upstream, "")).await;
 
     // Concurrent calls from A's app, over plain HTTP/1.1 connections of their own.
