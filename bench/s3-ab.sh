@@ -86,10 +86,10 @@ if [ -n "${INSTR:-}" ]; then
     callgrind_control -d >/dev/null
     # shellcheck disable=SC2046
     kill $(cat "$tmp/$n.pids"); wait $(cat "$tmp/$n.pids") 2>/dev/null || true
-    for side in b a; do
-      pid=$(sed -n "$([ $side = b ] && echo 1 || echo 2)p" "$tmp/$n.pids")
-      ir=$(callgrind_annotate --auto=no "$tmp/$n-$pid.cg.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-      echo "$n ${side^^}: $((ir / reqs)) instructions/request ($reqs requests)"
+    mapfile -t side_pids <"$tmp/$n.pids" # B, then A
+    for i in 0 1; do
+      ir=$(callgrind_annotate --auto=no "$tmp/$n-${side_pids[i]}.cg.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+      echo "$n $([ $i = 0 ] && echo B || echo A): $((ir / reqs)) instructions/request ($reqs requests)"
     done
   done
   exit 0
@@ -121,7 +121,7 @@ median() { sort -n | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+
 for i in $(seq "$ROUNDS"); do
   if ((i % 2)); then order="old new"; else order="new old"; fi
   for n in $order; do
-    port=$BASE; [ $n = old ] && port=$((BASE + 1)) || port=$((BASE + 3))
+    port=$((BASE + 3)); [ $n = old ] && port=$((BASE + 1))
     r=$(run $n $port); echo "$r" >>"$tmp/$n.res"; echo "round $i $n: $r req/s, µs/req"
   done
 done
