@@ -7,6 +7,7 @@
 #
 #   bench/s3-ab.sh OLD_BIN NEW_BIN          # DUR=5 ROUNDS=6 CONNS=32
 #   INSTR=1 bench/s3-ab.sh OLD_BIN NEW_BIN  # instructions per request instead
+#   KEEP=DIR INSTR=1 ...                    # and keep the callgrind profiles
 #
 # INSTR=1 runs each pair under callgrind with one connection (no batching) and
 # prints user-space instructions per request for A and B: the same figure run
@@ -90,6 +91,7 @@ if [ -n "${INSTR:-}" ]; then
     for i in 0 1; do
       ir=$(callgrind_annotate --auto=no "$tmp/$n-${side_pids[i]}.cg.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
       echo "$n $([ $i = 0 ] && echo B || echo A): $((ir / reqs)) instructions/request ($reqs requests)"
+      [ -n "${KEEP:-}" ] && mkdir -p "$KEEP" && cp "$tmp/$n-${side_pids[i]}.cg.1" "$KEEP/$n-$([ $i = 0 ] && echo b || echo a).cg"
     done
   done
   exit 0

@@ -78,6 +78,9 @@ pub struct ConnInfo {
     pub identity: Option<Arc<str>>,
     /// The client's IP, ready for X-Forwarded-For.
     pub peer_ip: http::HeaderValue,
+    /// The identity, ready for the app's identity header (made once per
+    /// connection, like `peer_ip`); `None` also when it is no valid value.
+    pub identity_header: Option<http::HeaderValue>,
 }
 
 impl ConnInfo {
@@ -85,6 +88,9 @@ impl ConnInfo {
         Arc::new(ConnInfo {
             peer,
             tls,
+            identity_header: identity
+                .as_deref()
+                .and_then(|id| http::HeaderValue::from_str(id).ok()),
             identity,
             peer_ip: crate::proxy::headers::ip_header_value(peer.ip()),
         })

@@ -20,7 +20,6 @@ use http::header::{
     CONNECTION, CONTENT_LENGTH, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
     TRANSFER_ENCODING, UPGRADE,
 };
-use http::uri::Authority;
 use http::{HeaderMap, HeaderName, HeaderValue, Uri, Version};
 
 /// `x-kawal-error`: the kind of an error kawal itself produced.
@@ -103,6 +102,20 @@ impl fmt::Display for FramingError {
 
 impl std::error::Error for FramingError {}
 
+/// Whether `name` is present. A scan of the names, not a hashed lookup: a
+/// request carries a handful of headers, and comparing those costs less than
+/// hashing the name, above all for names kawal looks for and seldom finds
+/// (`tracestate`, `idempotency-key`, its own identity headers). The header
+/// count is capped by the limits.
+pub fn has(headers: &HeaderMap, name: &HeaderName) -> bool {
+    headers.keys().any(|k| k == name)
+}
+
+/// The first value of `name`, found as by [`has`].
+pub fn first<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
+    headers.iter().find_map(|(k, v)| (k == name).then_some(v))
+}
+
 /// Removes hop-by-hop headers: the fixed list of RFC 9110 §7.6.1 plus every
 /// header named in a `Connection` value. Names in `Connection` that are not
 /// valid header names are ignored.
@@ -144,7 +157,10 @@ const HOP_BY_HOP: [HeaderName; 10] = [
 pub fn is_websocket_upgrade(version: Version, headers: &HeaderMap) -> bool {
     let has_token = |name, token: &[u8]| list_tokens(headers, name).any(|t| t.eq_ignore_ascii_case(token));
     // Upgrade first: it is the one a plain request does not carry.
-    version == Version::HTTP_11 && has_token(UPGRADE, b"websocket") && has_token(CONNECTION, b"upgrade")
+    version == Version::HTTP_11
+        && has(headers, &UPGRADE)
+        && has_token(UPGRADE, b"websocket")
+        && has_token(CONNECTION, b"upgrade")
 }
 
 /// The trimmed elements of a comma-separated header, over all its lines.
@@ -165,16 +181,25 @@ pub fn set_websocket_upgrade(headers: &mut HeaderMap) {
 
 /// Refuses request heads whose body framing is ambiguous, and (for HTTP/1.x)
 /// a missing, repeated or empty Host. HTTP/2 Host checks are in
-/// [`check_authority`].
-pub fn check_request_framing(version: Version, headers: &HeaderMap) -> Result<(), FramingError> {
-    let mut cl = headers.get_all(CONTENT_LENGTH).iter();
-    let mut te = headers.get_all(TRANSFER_ENCODING).iter();
-    let (first_cl, first_te) = (cl.next(), te.next());
-    if first_cl.is_some() && first_te.is_some() {
+/// [`check_authority`]. Returns the Content-Length, if any (`u64::MAX` when
+/// its digits overflow).
+pub fn check_request_framing(version: Version, headers: &HeaderMap) -> Result<Option<u64>, FramingError> {
+    // One pass over the head instead of a hashed lookup per name.
+    let (mut cl, mut te, mut host) = (Field::default(), Field::default(), Field::default());
+    for (name, value) in headers {
+        if name == CONTENT_LENGTH {
+            cl.see(value);
+        } else if name == TRANSFER_ENCODING {
+            te.see(value);
+        } else if name == HOST {
+            host.see(value);
+        }
+    }
+    if cl.first.is_some() && te.first.is_some() {
         return Err(FramingError::ContentLengthWithTransferEncoding);
     }
-    if let Some(value) = first_cl {
-        if cl.next().is_some() {
+    if let Some(value) = cl.first {
+        if cl.repeated {
             return Err(FramingError::DuplicateContentLength);
         }
         // Digits only: no sign, no spaces, no comma list such as "5, 5".
@@ -183,11 +208,14 @@ pub fn check_request_framing(version: Version, headers: &HeaderMap) -> Result<()
             return Err(FramingError::InvalidContentLength);
         }
     }
-    if let Some(value) = first_te {
+    let content_length = cl
+        .first
+        .map(|v| v.to_str().ok().and_then(|s| s.parse().ok()).unwrap_or(u64::MAX));
+    if let Some(value) = te.first {
         if version == Version::HTTP_10 || version == Version::HTTP_09 {
             return Err(FramingError::TransferEncodingInHttp10);
         }
-        if te.next().is_some() {
+        if te.repeated {
             return Err(FramingError::DuplicateTransferEncoding);
         }
         // Trim only OWS (space, tab), as HTTP parsers do around field values.
@@ -197,22 +225,36 @@ pub fn check_request_framing(version: Version, headers: &HeaderMap) -> Result<()
         }
     }
     if version < Version::HTTP_2 {
-        let mut hosts = headers.get_all(HOST).iter();
-        match (hosts.next(), hosts.next()) {
-            (None, _) if version == Version::HTTP_11 => return Err(FramingError::MissingHost),
-            (Some(_), Some(_)) => return Err(FramingError::DuplicateHost),
-            (Some(host), None) if host.as_bytes().trim_ascii().is_empty() => {
+        match host.first {
+            None if version == Version::HTTP_11 => return Err(FramingError::MissingHost),
+            Some(_) if host.repeated => return Err(FramingError::DuplicateHost),
+            Some(value) if value.as_bytes().trim_ascii().is_empty() => {
                 return Err(FramingError::EmptyHost);
             }
             _ => {}
         }
     }
-    Ok(())
+    Ok(content_length)
 }
 
-/// Returns the one authority to route on and forward as Host: the request
-/// target's authority when it has one (absolute-form in HTTP/1.1, or
-/// `:authority` in HTTP/2), else the Host header; `None` when neither exists.
+/// The first value of a header field, and whether another followed it.
+#[derive(Default)]
+struct Field<'a> {
+    first: Option<&'a HeaderValue>,
+    repeated: bool,
+}
+
+impl<'a> Field<'a> {
+    fn see(&mut self, value: &'a HeaderValue) {
+        self.repeated |= self.first.is_some();
+        self.first.get_or_insert(value);
+    }
+}
+
+/// Returns the one authority to route on and forward, as the Host value the
+/// next hop sees: the request target's authority when it has one
+/// (absolute-form in HTTP/1.1, or `:authority` in HTTP/2), else the Host
+/// header; `None` when neither exists.
 ///
 /// If both exist they must agree (ASCII case-insensitively). RFC 9112 §3.2.2
 /// lets HTTP/1.1 absolute-form override Host, but a request whose two names
@@ -221,8 +263,8 @@ pub fn check_authority(
     version: Version,
     uri: &Uri,
     headers: &HeaderMap,
-) -> Result<Option<Authority>, FramingError> {
-    let mut hosts = headers.get_all(HOST).iter();
+) -> Result<Option<HeaderValue>, FramingError> {
+    let mut hosts = headers.iter().filter_map(|(k, v)| (k == HOST).then_some(v));
     let host = hosts.next();
     if hosts.next().is_some() {
         return Err(FramingError::DuplicateHost);
@@ -231,36 +273,87 @@ pub fn check_authority(
         // HTTP/1.1 absolute-form: the target's authority wins and Host is
         // ignored (RFC 9112 §3.2.2); the caller forwards that one authority.
         // HTTP/2: `:authority` and `host` must agree (RFC 9113 §8.3.1).
-        (Some(authority), Some(host)) => {
+        (Some(authority), host) => {
             if version == Version::HTTP_2
-                && !authority
-                    .as_str()
-                    .as_bytes()
-                    .eq_ignore_ascii_case(host.as_bytes())
+                && host.is_some_and(|h| !authority.as_str().as_bytes().eq_ignore_ascii_case(h.as_bytes()))
             {
                 return Err(FramingError::AuthorityMismatch);
             }
-            authority.clone()
+            HeaderValue::from_str(authority.as_str()).map_err(|_| FramingError::InvalidHost)?
         }
-        (Some(authority), None) => authority.clone(),
         (None, Some(host)) => {
             if host.is_empty() {
                 return Err(FramingError::EmptyHost);
             }
-            Authority::try_from(host.as_bytes()).map_err(|_| FramingError::InvalidHost)?
+            host.clone()
         }
         (None, None) => return Ok(None),
     };
-    if authority.as_str().contains('@') {
+    check_host_port(authority.as_bytes())?;
+    Ok(Some(authority))
+}
+
+/// Checks `host[:port]` (RFC 3986 §3.2.2): a bracketed IP literal or a name
+/// of unreserved, sub-delim and `%` bytes, then a port that fits 16 bits.
+/// Userinfo is refused: `user@host` reads as another host to some parsers.
+fn check_host_port(text: &[u8]) -> Result<(), FramingError> {
+    if text.contains(&b'@') {
         return Err(FramingError::UserinfoInAuthority);
     }
-    // `Authority` accepts a port it cannot read ("a:99999", "a:80x", "a:");
-    // such a port would route one way here and another way elsewhere.
-    let has_port = authority.as_str().len() != authority.host().len();
-    if authority.host().is_empty() || (has_port && authority.port_u16().is_none()) {
+    let (host, port) = split_port(text);
+    let name_byte = |b: &u8| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b'%'
+            )
+    };
+    let host_ok = match host {
+        [b'[', literal @ .., b']'] => {
+            !literal.is_empty()
+                && literal
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b":.%".contains(b))
+        }
+        _ => !host.is_empty() && host.iter().all(name_byte),
+    };
+    if !host_ok || port.is_some_and(|p| !valid_port(p)) {
         return Err(FramingError::InvalidHost);
     }
-    Ok(Some(authority))
+    Ok(())
+}
+
+/// A port as RFC 3986 writes it (digits only), that fits in 16 bits.
+fn valid_port(port: &[u8]) -> bool {
+    let value = port.iter().try_fold(0u32, |n, b| {
+        b.is_ascii_digit()
+            .then(|| n * 10 + u32::from(b - b'0'))
+            .filter(|n| *n <= u32::from(u16::MAX))
+    });
+    !port.is_empty() && value.is_some()
+}
+
+/// `host[:port]` split at the port's colon; an IPv6 literal's colons are
+/// inside its brackets.
+pub fn split_port(authority: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match authority.iter().rposition(|&b| b == b':') {
+        Some(i) if !authority[i..].contains(&b']') => (&authority[..i], Some(&authority[i + 1..])),
+        _ => (authority, None),
+    }
 }
 
 /// The client's IP as a header value, made once per connection so each
@@ -274,7 +367,7 @@ pub fn ip_header_value(ip: IpAddr) -> HeaderValue {
 /// (`existing, ip`), or sets it. Several incoming X-Forwarded-For headers are
 /// folded into one, in order.
 pub fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &HeaderValue) {
-    if !headers.contains_key(X_FORWARDED_FOR) {
+    if !has(headers, &X_FORWARDED_FOR) {
         headers.insert(X_FORWARDED_FOR, client_ip.clone());
         return;
     }
@@ -292,8 +385,11 @@ pub fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &HeaderValue) {
 
 /// Removes the identity headers only kawal may set, so no caller can forge them.
 pub fn strip_kawal_identity(headers: &mut HeaderMap) {
-    headers.remove(X_KAWAL_PEER_IDENTITY);
-    headers.remove(X_KAWAL_USER);
+    for name in [X_KAWAL_PEER_IDENTITY, X_KAWAL_USER] {
+        if has(headers, &name) {
+            headers.remove(name);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -391,18 +487,24 @@ mod tests {
     #[test]
     fn framing_accepts_normal_requests() {
         let v11 = Version::HTTP_11;
-        assert_eq!(check_request_framing(v11, &map(&[("host", "a")])), Ok(()));
+        assert_eq!(check_request_framing(v11, &map(&[("host", "a")])), Ok(None));
         let cl = map(&[("host", "a"), ("content-length", "0")]);
-        assert_eq!(check_request_framing(v11, &cl), Ok(()));
+        assert_eq!(check_request_framing(v11, &cl), Ok(Some(0)));
         for te in ["chunked", "Chunked", "CHUNKED", " chunked\t"] {
             let h = map(&[("host", "a"), ("transfer-encoding", te)]);
-            assert_eq!(check_request_framing(v11, &h), Ok(()), "{te:?}");
+            assert_eq!(check_request_framing(v11, &h), Ok(None), "{te:?}");
         }
         // HTTP/1.0 may omit Host; HTTP/2 Host is checked by check_authority.
-        assert_eq!(check_request_framing(Version::HTTP_10, &HeaderMap::new()), Ok(()));
-        assert_eq!(check_request_framing(Version::HTTP_2, &HeaderMap::new()), Ok(()));
+        assert_eq!(
+            check_request_framing(Version::HTTP_10, &HeaderMap::new()),
+            Ok(None)
+        );
+        assert_eq!(
+            check_request_framing(Version::HTTP_2, &HeaderMap::new()),
+            Ok(None)
+        );
         let two = map(&[("host", "a"), ("host", "b")]);
-        assert_eq!(check_request_framing(Version::HTTP_2, &two), Ok(()));
+        assert_eq!(check_request_framing(Version::HTTP_2, &two), Ok(None));
     }
 
     #[test]
@@ -478,8 +580,12 @@ mod tests {
     #[test]
     fn authority_from_host_or_target() {
         let origin: Uri = "/x".parse().unwrap();
+        for good in ["a:65535", "[::1]", "[::1]:8080", "10.0.0.1:1"] {
+            let got = check_authority(Version::HTTP_11, &origin, &map(&[("host", good)])).unwrap();
+            assert_eq!(got.unwrap(), good);
+        }
         let got = check_authority(Version::HTTP_11, &origin, &map(&[("host", "api.local:8080")])).unwrap();
-        assert_eq!(got.unwrap().as_str(), "api.local:8080");
+        assert_eq!(got.unwrap(), "api.local:8080");
         assert_eq!(
             check_authority(Version::HTTP_11, &origin, &HeaderMap::new()),
             Ok(None)
@@ -489,13 +595,14 @@ mod tests {
         let got = check_authority(Version::HTTP_11, &absolute, &HeaderMap::new())
             .unwrap()
             .unwrap();
-        assert_eq!(got.as_str(), "Api.Local");
+        assert_eq!(got, "Api.Local");
         let same = map(&[("host", "api.local")]);
         assert_eq!(
             check_authority(Version::HTTP_11, &absolute, &same)
                 .unwrap()
                 .unwrap(),
-            "api.local"
+            "Api.Local",
+            "the target's authority, as written"
         );
     }
 
@@ -525,7 +632,17 @@ mod tests {
             check_authority(Version::HTTP_11, &origin, &map(&[("host", "")])),
             Err(EmptyHost)
         );
-        for bad in ["a b", "a/b", "a.local:99999x", "a:99999", "a:", "[::1", ":80"] {
+        for bad in [
+            "a b",
+            "a/b",
+            "a.local:99999x",
+            "a:99999",
+            "a:65536",
+            "a:",
+            "a:+80",
+            "[::1",
+            ":80",
+        ] {
             assert_eq!(
                 check_authority(Version::HTTP_11, &origin, &map(&[("host", bad)])),
                 Err(InvalidHost),

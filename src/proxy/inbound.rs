@@ -72,12 +72,8 @@ impl Inbound {
                 .propagator
                 .inject(&trace, trace.span_id, &mut parts.headers);
             headers::strip_kawal_identity(&mut parts.headers);
-            if let Some(id) = conn
-                .identity
-                .as_deref()
-                .and_then(|id| HeaderValue::from_str(id).ok())
-            {
-                parts.headers.insert(X_KAWAL_PEER_IDENTITY, id);
+            if let Some(id) = &conn.identity_header {
+                parts.headers.insert(X_KAWAL_PEER_IDENTITY, id.clone());
             }
             if let Some(user) = user.as_deref().and_then(|u| HeaderValue::from_str(u).ok()) {
                 parts.headers.insert(X_KAWAL_USER, user);

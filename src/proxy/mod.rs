@@ -99,25 +99,21 @@ pub fn check_head(parts: &Parts, limits: &Limits) -> Result<Uri, ProxyError> {
     if head > limits.max_request_head.0 {
         return Err(ProxyError::HeadersTooLarge("request head is too large"));
     }
-    headers::check_request_framing(parts.version, &parts.headers)
+    let content_length = headers::check_request_framing(parts.version, &parts.headers)
         .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
-    if let Some(len) = parts.headers.get(header::CONTENT_LENGTH) {
-        // Framing checks above guarantee digits only.
-        let len: u64 = len.to_str().ok().and_then(|s| s.parse().ok()).unwrap_or(u64::MAX);
-        if len > limits.max_request_body.0 {
-            return Err(ProxyError::PayloadTooLarge(limits.max_request_body.0));
-        }
+    if content_length.is_some_and(|len| len > limits.max_request_body.0) {
+        return Err(ProxyError::PayloadTooLarge(limits.max_request_body.0));
     }
 
     let normalized = path::normalize(parts.uri.path()).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
     if matches!(normalized, std::borrow::Cow::Borrowed(_)) {
-        // Already canonical: keep only path and query, no allocation.
-        let pq = parts.uri.path_and_query().cloned();
-        let mut b = Uri::builder();
-        if let Some(pq) = pq {
-            b = b.path_and_query(pq);
-        }
-        return b.build().map_err(|e| ProxyError::BadRequest(e.to_string()));
+        // Already canonical: keep only path and query, no allocation. (An
+        // absolute-form target with no path, `http://a`, asks for `/`.)
+        return Ok(parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .map_or(Uri::from_static("/"), Uri::from));
     }
     let mut pq = normalized.into_owned();
     if let Some(q) = parts.uri.query() {
@@ -132,20 +128,14 @@ pub fn check_head(parts: &Parts, limits: &Limits) -> Result<Uri, ProxyError> {
 /// (The trace context is injected by the caller: inbound once, outbound
 /// per attempt.) A WebSocket handshake keeps its upgrade headers, and the
 /// client connection's pending switch is returned for [`Exchange::upgrade`].
-pub fn prepare_forward(
-    parts: &mut Parts,
-    target: Uri,
-    authority: Option<&http::uri::Authority>,
-) -> Option<OnUpgrade> {
+pub fn prepare_forward(parts: &mut Parts, target: Uri, authority: Option<&HeaderValue>) -> Option<OnUpgrade> {
     let websocket = headers::is_websocket_upgrade(parts.version, &parts.headers);
     parts.uri = target;
     headers::strip_hop_by_hop(&mut parts.headers);
     // Usually Host already says it: rewrite only when it does not.
-    let host = parts.headers.get(header::HOST).map(HeaderValue::as_bytes);
-    if let Some(authority) = authority.filter(|a| host != Some(a.as_str().as_bytes())) {
-        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-            parts.headers.insert(header::HOST, host);
-        }
+    let host = headers::first(&parts.headers, &header::HOST);
+    if let Some(authority) = authority.filter(|a| host != Some(*a)) {
+        parts.headers.insert(header::HOST, authority.clone());
     }
     if !websocket {
         return None;

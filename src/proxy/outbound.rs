@@ -98,8 +98,11 @@ impl Outbound {
     }
 
     /// Finds the upstream for an authority: exact `host:port`, then `host`.
-    fn route(&self, authority: &http::uri::Authority) -> Result<&Arc<Route>, ProxyError> {
-        let full = authority.as_str();
+    fn route(&self, authority: &http::HeaderValue) -> Result<&Arc<Route>, ProxyError> {
+        // `check_authority` let only host[:port] bytes through: ASCII.
+        let full = authority.to_str().unwrap_or_default();
+        // The host is a prefix ending before an ASCII ':', a char boundary.
+        let host = || &full[..headers::split_port(full.as_bytes()).0.len()];
         let lookup = |key: &str| {
             if key.bytes().any(|b| b.is_ascii_uppercase()) {
                 self.routes.get(&key.to_ascii_lowercase())
@@ -108,7 +111,7 @@ impl Outbound {
             }
         };
         lookup(full)
-            .or_else(|| lookup(authority.host()))
+            .or_else(|| lookup(host()))
             .or(self.default_route.as_ref())
             .ok_or_else(|| ProxyError::RouteNotFound(full.to_string()))
     }

@@ -122,10 +122,12 @@ fn decode_escape(bytes: &[u8], at: usize) -> Result<u8, PathError> {
 fn is_canonical(path: &str) -> bool {
     // `path` starts with '/', so the first split item is the empty string
     // before it; skip that one.
-    let mut segments = path.split('/').skip(1).peekable();
+    // (Split on bytes: `str::split` with a char pattern costs several times
+    // as much on the short paths requests carry.)
+    let mut segments = path.as_bytes().split(|&b| b == b'/').skip(1).peekable();
     while let Some(seg) = segments.next() {
         let last = segments.peek().is_none();
-        if (seg.is_empty() && !last) || seg == "." || seg == ".." {
+        if (seg.is_empty() && !last) || seg == b"." || seg == b".." {
             return false;
         }
     }

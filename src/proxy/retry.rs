@@ -17,7 +17,7 @@ use http::request::Parts;
 use http::{header, Request, Response};
 use http_body_util::BodyExt;
 
-use super::headers::IDEMPOTENCY_KEY;
+use super::headers::{self, IDEMPOTENCY_KEY};
 use super::pool::UpstreamBody;
 use super::upstream::Upstream;
 use super::Shared;
@@ -148,7 +148,7 @@ impl Resilience {
         let started = Instant::now();
         let deadline = started + self.deadline;
         self.budget.record_request(started);
-        let has_key = parts.headers.contains_key(IDEMPOTENCY_KEY);
+        let has_key = headers::has(&parts.headers, &IDEMPOTENCY_KEY);
         let (method, uri, version, mut headers) = (parts.method, parts.uri, parts.version, parts.headers);
         // Keep a copy of the head only if a second attempt is possible at all.
         let may_retry = self.policy.attempts > 1 && matches!(body, ReplayBody::Kept(_));

@@ -28,6 +28,7 @@ use crate::body::{body_error_in, BoxBody};
 use crate::config::{HostPort, Protocol};
 use crate::error::{error_chain, find, ProxyError};
 use crate::proxy::connect::{Conn, Connector, TlsConnectError};
+use crate::proxy::headers;
 use crate::proxy::pool::{IdlePool, UpstreamBody};
 use crate::tls::ClientTls;
 
@@ -233,7 +234,7 @@ impl Upstream {
         mut req: Request<BoxBody>,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         *req.version_mut() = Version::HTTP_11;
-        if !req.headers().contains_key(HOST) {
+        if !headers::has(req.headers(), &HOST) {
             req.headers_mut().insert(HOST, ep.host.clone());
         }
         while let Some(mut sender) = ep.idle.take() {

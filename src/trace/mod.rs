@@ -12,7 +12,7 @@ use http::HeaderMap;
 pub use context::{SpanId, TraceContext, TraceId};
 
 use crate::config::{Propagation, Tracing};
-use crate::proxy::headers::{TRACEPARENT, TRACESTATE, X_TRACE_ID};
+use crate::proxy::headers::{first, has, TRACEPARENT, TRACESTATE, X_TRACE_ID};
 
 /// The trace position of one request as it passes through kawal.
 #[derive(Debug, Clone, Copy)]
@@ -64,9 +64,8 @@ impl Propagator {
         for format in &self.extract {
             match format {
                 Propagation::W3c => {
-                    let incoming = headers
-                        .get(TRACEPARENT)
-                        .and_then(|v| TraceContext::parse(v.as_bytes()));
+                    let incoming =
+                        first(headers, &TRACEPARENT).and_then(|v| TraceContext::parse(v.as_bytes()));
                     if let Some(ctx) = incoming {
                         return RequestTrace::continued(ctx.trace_id, ctx.parent_id, ctx.sampled(), true);
                     }
@@ -104,7 +103,7 @@ impl Propagator {
     /// Writes the outgoing context, with `parent` (kawal's span for this
     /// hop) as the next hop's parent, in every configured format.
     pub fn inject(&self, trace: &RequestTrace, parent: SpanId, headers: &mut HeaderMap) {
-        if !trace.keep_tracestate {
+        if !trace.keep_tracestate && has(headers, &TRACESTATE) {
             headers.remove(TRACESTATE);
         }
         if self.owns_b3 {
