@@ -233,7 +233,7 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
     }
 
     if let (Some(listener), Some(ocfg)) = (outbound_listener, &cfg.outbound) {
-        let mut routes = HashMap::new();
+        let mut routes = foldhash::HashMap::default();
         let mut by_name = HashMap::new();
         for (name, u) in &cfg.upstreams {
             let tls = match &u.tls {

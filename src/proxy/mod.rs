@@ -282,8 +282,7 @@ impl Exchange {
         shared: &Arc<Shared>,
         metrics: RouteMetrics,
     ) -> Response<BoxBody> {
-        let result = result.and_then(|res| self.switch_protocols(res));
-        let mut res = match result {
+        match result.and_then(|res| self.switch_protocols(res)) {
             Ok(res) => {
                 let switched = res.status() == StatusCode::SWITCHING_PROTOCOLS;
                 let (mut parts, body) = res.into_parts();
@@ -295,14 +294,23 @@ impl Exchange {
                 // gets what its connection speaks (hyper adapts from 1.1).
                 parts.version = http::Version::HTTP_11;
                 let body = GuardedBody::new(body, u64::MAX, shared.limits.body_idle_timeout.0, None);
-                Response::from_parts(parts, body.boxed_unsync())
+                self.logged(Response::from_parts(parts, body), shared, metrics)
             }
             Err(err) => {
                 let trace_id = self.trace.trace_id.to_string();
                 self.error = Some((err.kind(), err.to_string()));
-                err.to_response(&trace_id)
+                self.logged(err.to_response(&trace_id), shared, metrics)
             }
-        };
+        }
+    }
+
+    /// Stamps the trace id on the response and wraps its body so the access
+    /// line is written when it ends. Generic over the body, so that it is
+    /// boxed once, as a whole.
+    fn logged<B>(self, mut res: Response<B>, shared: &Arc<Shared>, metrics: RouteMetrics) -> Response<BoxBody>
+    where
+        B: Body<Data = Bytes, Error = BoxError> + Unpin + Send + 'static,
+    {
         self.trace.stamp_response(res.headers_mut());
         let status = res.status().as_u16();
         res.map(|inner| {
@@ -310,7 +318,6 @@ impl Exchange {
                 inner,
                 bytes_out: 0,
                 done: None,
-                // Inline: the body is boxed once as a whole.
                 exchange: Some(Finish {
                     exchange: self,
                     status,
@@ -372,15 +379,15 @@ impl Finish {
 }
 
 /// A response body that writes the access line when it ends or is dropped.
-struct LoggedBody {
-    inner: BoxBody,
+struct LoggedBody<B: Body> {
+    inner: B,
     bytes_out: u64,
     /// `Some(None)`: ended cleanly; `Some(Some(why))`: broke off.
     done: Option<Option<String>>,
     exchange: Option<Finish>,
 }
 
-impl Body for LoggedBody {
+impl<B: Body<Data = Bytes, Error = BoxError> + Unpin> Body for LoggedBody<B> {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -411,7 +418,7 @@ impl Body for LoggedBody {
     }
 }
 
-impl Drop for LoggedBody {
+impl<B: Body> Drop for LoggedBody<B> {
     fn drop(&mut self) {
         if let Some(finish) = self.exchange.take() {
             let broken = match self.done.take() {

@@ -12,7 +12,6 @@
 //!    `retry`; each attempt is a CLIENT span and carries its own traceparent
 //! 6. respond: the upstream's response streamed back, or kawal's error
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::{Request, Response};
@@ -41,8 +40,11 @@ pub struct Route {
 pub struct Outbound {
     /// Process-wide settings.
     pub shared: Arc<Shared>,
-    /// Lower-cased host (with or without port) → route.
-    pub routes: HashMap<String, Arc<Route>>,
+    /// Lower-cased host (with or without port) → route. foldhash, not
+    /// SipHash: the table is fixed at start, so a client's names are only
+    /// looked up, never inserted; a lookup took ~420 instructions with
+    /// SipHash, ~200 with foldhash.
+    pub routes: foldhash::HashMap<String, Arc<Route>>,
     /// Route for unknown hosts.
     pub default_route: Option<Arc<Route>>,
     /// Metrics for requests that matched no route.

@@ -152,7 +152,13 @@ impl RequestTrace {
 
     /// Puts the trace id on a response, so a caller can quote it.
     pub fn stamp_response(&self, headers: &mut HeaderMap) {
-        headers.insert(X_TRACE_ID, self.trace_id.to_header_value());
+        let id = self.trace_id.to_hex();
+        // Behind another kawal the response already says just this.
+        let mut given = headers.iter().filter_map(|(k, v)| (k == X_TRACE_ID).then_some(v));
+        if given.next().is_some_and(|v| v.as_bytes() == id) && given.next().is_none() {
+            return;
+        }
+        headers.insert(X_TRACE_ID, context::hex_header_value(&id));
     }
 }
 
@@ -193,6 +199,26 @@ mod tests {
         let unsampled = PARENT.replace("-01", "-00");
         let t = propagator("sample_ratio = 1.0").start(&headers(&[("traceparent", &unsampled)]));
         assert!(!t.sampled);
+    }
+
+    #[test]
+    fn responses_carry_exactly_this_trace_id() {
+        let t = propagator("").start(&HeaderMap::new());
+        let ours = t.trace_id.to_string();
+        for given in [
+            vec![],
+            vec!["0af7651916cd43dd8448eb211c80319c"],
+            vec![ours.as_str()],
+            vec![ours.as_str(), "x"],
+        ] {
+            let mut h = HeaderMap::new();
+            for v in &given {
+                h.append(X_TRACE_ID, v.parse().unwrap());
+            }
+            t.stamp_response(&mut h);
+            let values: Vec<_> = h.get_all(X_TRACE_ID).iter().collect();
+            assert_eq!(values, [ours.as_str()], "{given:?}");
+        }
     }
 
     #[test]
