@@ -1,6 +1,7 @@
 //! The admin listener (127.0.0.1 by default): `/live`, `/ready`,
 //! `/metrics` (Prometheus text) and `/upstreams` (JSON).
 
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -34,8 +35,12 @@ pub type CertExpiry = Box<dyn Fn() -> Option<SystemTime> + Send + Sync>;
 
 impl Admin {
     /// Serves one admin request.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, _conn: Arc<ConnInfo>) -> Response<BoxBody> {
-        match req.uri().path() {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        _conn: Arc<ConnInfo>,
+    ) -> Result<Response<BoxBody>, Infallible> {
+        Ok(match req.uri().path() {
             "/live" => text(StatusCode::OK, "live\n"),
             "/ready" if self.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
             "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
@@ -73,7 +78,7 @@ impl Admin {
                 res
             }
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
-        }
+        })
     }
 }
 

@@ -119,7 +119,7 @@ pub async fn serve<H, F>(
     open: Gauge,
 ) where
     H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<BoxBody>> + Send + 'static,
+    F: Future<Output = Result<Response<BoxBody>, Infallible>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
     // A slot per open connection: when all are taken, accepting waits and
@@ -219,16 +219,13 @@ fn serve_connection<I, H, F>(
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<BoxBody>> + Send + 'static,
+    F: Future<Output = Result<Response<BoxBody>, Infallible>> + Send + 'static,
 {
     let peer = info.peer;
-    let svc = service_fn(move |req| {
-        // Not boxed: HTTP/1 keeps the request future in one allocation per
-        // connection (HTTP/2 spawns it as a task), so a box would be one
-        // large allocation per request for nothing.
-        let fut = handler(req, info.clone());
-        async move { Ok::<_, Infallible>(fut.await) }
-    });
+    // The handler's future is hyper's service future as it is: not boxed
+    // (HTTP/1 keeps it in the connection's task, HTTP/2 spawns it) and not
+    // wrapped, since each wrapping copies its kilobytes once more.
+    let svc = service_fn(move |req| handler(req, info.clone()));
     let io = TokioIo::new(FirstBytes::new(io, http.head_timeout));
     let conn = watcher.watch(http.builder.serve_connection_with_upgrades(io, svc).into_owned());
     async move {

@@ -12,6 +12,7 @@
 //! 6. respond: the app's response streamed back, or kawal's error; the access
 //!    line is written when the response body ends
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use std::time::SystemTime;
@@ -49,7 +50,11 @@ pub struct Inbound {
 
 impl Inbound {
     /// Handles one inbound request; never fails (errors become responses).
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<BoxBody> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: Arc<ConnInfo>,
+    ) -> Result<Response<BoxBody>, Infallible> {
         let (mut parts, body) = req.into_parts();
         // 1. trace
         let trace = self.shared.propagator.start(&parts.headers);
@@ -94,7 +99,7 @@ impl Inbound {
         .await;
 
         // 6. respond
-        ex.respond(result, &self.shared, self.metrics.clone())
+        Ok(ex.respond(result, &self.shared, self.metrics.clone()))
     }
 
     /// The allow rules, on the verified identity and the normalized path: the

@@ -12,6 +12,7 @@
 //!    `retry`; each attempt is a CLIENT span and carries its own traceparent
 //! 6. respond: the upstream's response streamed back, or kawal's error
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use http::{Request, Response};
@@ -55,7 +56,11 @@ pub struct Outbound {
 
 impl Outbound {
     /// Handles one outbound request; never fails (errors become responses).
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, _conn: Arc<ConnInfo>) -> Response<BoxBody> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        _conn: Arc<ConnInfo>,
+    ) -> Result<Response<BoxBody>, Infallible> {
         let (mut parts, body) = req.into_parts();
         // 1. trace
         let trace = self.shared.propagator.start(&parts.headers);
@@ -96,7 +101,7 @@ impl Outbound {
         .await;
 
         // 6. respond
-        ex.respond(result, &self.shared, metrics)
+        Ok(ex.respond(result, &self.shared, metrics))
     }
 
     /// Finds the upstream for an authority: exact `host:port`, then `host`.

@@ -212,7 +212,9 @@ impl Upstream {
         let sent = async {
             match self.settings.protocol {
                 Protocol::Http1 => self.send_h1(&ep, req).await,
-                Protocol::Http2 => self.send_h2(&ep, req).await,
+                // Boxed: the HTTP/2 path's state is twice the HTTP/1 one's,
+                // and every request's future would carry (and move) it.
+                Protocol::Http2 => Box::pin(self.send_h2(&ep, req)).await,
             }
         };
         match tokio::time::timeout(timeout, sent).await {
@@ -332,6 +334,15 @@ impl Upstream {
         if let Some(open) = slot.as_ref().filter(|s| !s.is_closed()) {
             return Ok(open.clone());
         }
+        // Boxed: dialing and the handshake hold kilobytes of state, which
+        // would otherwise sit in (and be moved with) every request's future.
+        let sender = Box::pin(self.h2_handshake(ep)).await?;
+        *slot = Some(sender.clone());
+        Ok(sender)
+    }
+
+    /// A new HTTP/2 connection, driven by its own task.
+    async fn h2_handshake(&self, ep: &Endpoint) -> Result<http2::SendRequest<BoxBody>, ProxyError> {
         let io = self.dial(ep).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -344,7 +355,6 @@ impl Upstream {
                 tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
             }
         });
-        *slot = Some(sender.clone());
         Ok(sender)
     }
 
