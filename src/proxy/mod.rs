@@ -338,7 +338,7 @@ struct Finish {
 }
 
 impl Finish {
-    fn write(self, bytes_out: u64, broken: Option<String>) {
+    fn write(&self, bytes_out: u64, broken: Option<String>) {
         let e = &self.exchange;
         let elapsed = e.started.elapsed();
         self.metrics.record(self.status, elapsed);
@@ -420,7 +420,8 @@ impl<B: Body<Data = Bytes, Error = BoxError> + Unpin> Body for LoggedBody<B> {
 
 impl<B: Body> Drop for LoggedBody<B> {
     fn drop(&mut self) {
-        if let Some(finish) = self.exchange.take() {
+        // By reference: moving the finished exchange out would copy it.
+        if let Some(finish) = &self.exchange {
             let broken = match self.done.take() {
                 Some(why) => why,
                 None if self.inner.is_end_stream() => None,
