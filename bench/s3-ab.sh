@@ -100,13 +100,16 @@ fi
 pair old "$OLD" $((BASE + 1)) $((BASE + 2))
 pair new "$NEW" $((BASE + 3)) $((BASE + 4))
 
-ticks() { # pids... → utime+stime in clock ticks
-  local t=0 p
-  for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
-  echo $t
+ticks() { # pids... → "utime+stime utime" in clock ticks
+  local t=0 u=0 p
+  for p in "$@"; do
+    read -r pt pu < <(awk '{print $14 + $15, $14}' "/proc/$p/stat")
+    t=$((t + pt)); u=$((u + pu))
+  done
+  echo "$t $u"
 }
 hz=$(getconf CLK_TCK)
-run() { # name port → "rps cpu_us_per_req"
+run() { # name port → "rps cpu_us_per_req user_us_per_req"
   local name=$1 port=$2 before after rps
   taskset -c "$LG_CPU" wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$port/" >/dev/null
   # shellcheck disable=SC2046
@@ -115,8 +118,9 @@ run() { # name port → "rps cpu_us_per_req"
   # shellcheck disable=SC2046
   after=$(ticks $(cat "$tmp/$name.pids"))
   rps=$(awk '/Requests\/sec/ {print $2}' "$tmp/wrk.txt")
-  awk -v r="$rps" -v t=$((after - before)) -v hz="$hz" -v d="$DUR" \
-    'BEGIN { printf "%.0f %.1f\n", r, t / hz * 1e6 / (r * d) }'
+  read -r t0 u0 <<<"$before"; read -r t1 u1 <<<"$after"
+  awk -v r="$rps" -v t=$((t1 - t0)) -v u=$((u1 - u0)) -v hz="$hz" -v d="$DUR" \
+    'BEGIN { printf "%.0f %.1f %.1f\n", r, t / hz * 1e6 / (r * d), u / hz * 1e6 / (r * d) }'
 }
 median() { sort -n | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 : >"$tmp/old.res"; : >"$tmp/new.res"
@@ -124,9 +128,9 @@ for i in $(seq "$ROUNDS"); do
   if ((i % 2)); then order="old new"; else order="new old"; fi
   for n in $order; do
     port=$((BASE + 3)); [ $n = old ] && port=$((BASE + 1))
-    r=$(run $n $port); echo "$r" >>"$tmp/$n.res"; echo "round $i $n: $r req/s, µs/req"
+    r=$(run $n $port); echo "$r" >>"$tmp/$n.res"; echo "round $i $n: $r (req/s, CPU µs/req, of it user)"
   done
 done
 for n in old new; do
-  echo "$n: median $(cut -d' ' -f1 "$tmp/$n.res" | median) req/s, $(cut -d' ' -f2 "$tmp/$n.res" | median) CPU µs/req (A+B)"
+  echo "$n: median $(cut -d' ' -f1 "$tmp/$n.res" | median) req/s, $(cut -d' ' -f2 "$tmp/$n.res" | median) CPU µs/req (A+B), $(cut -d' ' -f3 "$tmp/$n.res" | median) of it user"
 done

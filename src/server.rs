@@ -13,6 +13,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -22,11 +23,11 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::body::BoxBody;
 use crate::config::Limits;
@@ -121,12 +122,11 @@ pub async fn serve<H, F>(
     H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<BoxBody>, Infallible>> + Send + 'static,
 {
-    let graceful = GracefulShutdown::new();
+    let drain = Drain::new();
     // A slot per open connection: when all are taken, accepting waits and
-    // new clients queue in the kernel's backlog.
-    let slots = Arc::new(Semaphore::new(
-        builder.max_connections.min(Semaphore::MAX_PERMITS),
-    ));
+    // new clients queue in the kernel's backlog. Draining waits for them all.
+    let capacity = builder.max_connections.min(u32::MAX as usize) as u32;
+    let slots = Arc::new(Semaphore::new(capacity as usize));
     loop {
         let slot = tokio::select! {
             _ = shutdown.changed() => break,
@@ -149,7 +149,7 @@ pub async fn serve<H, F>(
         open.inc();
         let Some(tls) = &tls else {
             let info = ConnInfo::new(peer, false, None);
-            let conn = serve_connection(&builder, graceful.watcher(), stream, info, handler.clone());
+            let conn = serve_connection(&builder, drain.clone(), stream, info, handler.clone());
             tokio::spawn(async move {
                 conn.await;
                 open.dec();
@@ -160,12 +160,12 @@ pub async fn serve<H, F>(
         // The handshake runs in the connection's task, so a slow client
         // cannot hold up the accept loop; it has `handshake_timeout` at most.
         let (acceptor, limit) = (tls.tls.acceptor(), tls.handshake_timeout);
-        let (builder, watcher, handler) = (builder.clone(), graceful.watcher(), handler.clone());
+        let (builder, drain, handler) = (builder.clone(), drain.clone(), handler.clone());
         tokio::spawn(async move {
             match tokio::time::timeout(limit, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
                     let info = ConnInfo::new(peer, true, crate::tls::peer_identity(stream.get_ref().1));
-                    serve_connection(&builder, watcher, stream, info, handler).await;
+                    serve_connection(&builder, drain, stream, info, handler).await;
                 }
                 Ok(Err(e)) => tracing::warn!(
                     event = "tls_handshake_failed",
@@ -187,8 +187,9 @@ pub async fn serve<H, F>(
         });
     }
     drop(listener);
+    drain.start();
     tokio::select! {
-        _ = graceful.shutdown() => {}
+        _ = slots.acquire_many(capacity) => {}
         _ = tokio::time::sleep(grace) => {
             tracing::warn!(listener = name, grace = ?grace, "grace period over, closing remaining connections");
         }
@@ -211,7 +212,7 @@ fn parser_max_headers(limit: usize) -> usize {
 /// Serves HTTP on one accepted connection, watched for graceful shutdown.
 fn serve_connection<I, H, F>(
     http: &Http,
-    watcher: Watcher,
+    drain: Drain,
     io: I,
     info: Arc<ConnInfo>,
     handler: H,
@@ -227,7 +228,10 @@ where
     // wrapped, since each wrapping copies its kilobytes once more.
     let svc = service_fn(move |req| handler(req, info.clone()));
     let io = TokioIo::new(FirstBytes::new(io, http.head_timeout));
-    let conn = watcher.watch(http.builder.serve_connection_with_upgrades(io, svc).into_owned());
+    let conn = drain.watch(
+        http.builder.serve_connection_with_upgrades(io, svc).into_owned(),
+        |conn| conn.graceful_shutdown(),
+    );
     async move {
         if let Err(e) = conn.await {
             match e.downcast_ref::<hyper::Error>() {
@@ -238,6 +242,82 @@ where
                 _ => tracing::debug!(error = %e, "connection ended with an error"),
             }
         }
+    }
+}
+
+/// Graceful shutdown: once started, each open connection finishes the
+/// request in hand and closes (HTTP/1 after the response, HTTP/2 with a
+/// GOAWAY); an idle one closes now.
+///
+/// Why not hyper-util's `GracefulShutdown`: its watcher polls a watch channel
+/// (a lock) on every wake of every connection. Here a connection registers
+/// with the `Notify` once and then only reads the flag.
+#[derive(Clone)]
+struct Drain(Arc<DrainState>);
+
+struct DrainState {
+    started: AtomicBool,
+    notify: Arc<Notify>,
+}
+
+impl Drain {
+    fn new() -> Drain {
+        Drain(Arc::new(DrainState {
+            started: AtomicBool::new(false),
+            notify: Arc::new(Notify::new()),
+        }))
+    }
+
+    /// Sets the flag, then wakes every connection (each was registered on
+    /// its first poll, or sees the flag then).
+    fn start(&self) {
+        self.0.started.store(true, Ordering::Release);
+        self.0.notify.notify_waiters();
+    }
+
+    /// `conn`, told to finish by `shutdown` once the drain starts.
+    fn watch<C, S: FnOnce(Pin<&mut C>)>(self, conn: C, shutdown: S) -> Watched<C, S> {
+        let wake = Box::pin(self.0.notify.clone().notified_owned());
+        Watched {
+            conn,
+            drain: self,
+            wake,
+            registered: false,
+            shutdown: Some(shutdown),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection under a [`Drain`].
+    struct Watched<C, S> {
+        #[pin]
+        conn: C,
+        drain: Drain,
+        // Polled once, so that `Drain::start` wakes this connection's task;
+        // kept (unpolled) after that, to stay registered.
+        wake: Pin<Box<OwnedNotified>>,
+        registered: bool,
+        // Taken when called.
+        shutdown: Option<S>,
+    }
+}
+
+impl<C: Future, S: FnOnce(Pin<&mut C>)> Future for Watched<C, S> {
+    type Output = C::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if !*this.registered {
+            // Registers this task's waker (a tokio task keeps one waker).
+            *this.registered = true;
+            let _ = this.wake.as_mut().poll(cx);
+        }
+        let started = &this.drain.0.started;
+        if let Some(shutdown) = this.shutdown.take_if(|_| started.load(Ordering::Acquire)) {
+            shutdown(this.conn.as_mut());
+        }
+        this.conn.poll(cx)
     }
 }
 

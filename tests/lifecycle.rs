@@ -173,6 +173,42 @@ async fn shutdown_lets_an_in_flight_request_finish_and_stops_accepting() {
     );
 }
 
+#[tokio::test]
+async fn shutdown_closes_idle_keep_alive_connections_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = Upstream::start(|_req: Request<Incoming>| async move { Response::new(full("ok")) }).await;
+    // A grace and an idle timeout far longer than the wait below: only
+    // closing the idle connections lets the shutdown finish in time.
+    let config = inbound_config(app.addr, "[limits]\nrequest_head_timeout = \"90s\"")
+        .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"120s\"");
+    let proxy = Proxy::start(&config).await;
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        let mut conn = tokio::net::TcpStream::connect(proxy.inbound()).await.unwrap();
+        conn.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"ok") {
+            let mut byte = [0u8; 1];
+            assert_eq!(conn.read(&mut byte).await.unwrap(), 1, "response cut short");
+            head.push(byte[0]);
+        }
+        idle.push(conn);
+    }
+    tokio::time::timeout(Duration::from_secs(30), proxy.shutdown())
+        .await
+        .expect("shutdown waited on idle keep-alive connections");
+    for mut conn in idle {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut rest)).await;
+        assert!(
+            matches!(read, Ok(Ok(0))),
+            "the idle connection is closed: {read:?}"
+        );
+    }
+}
+
 /// Runs the real binary with the config at `path` (RUST_LOG unset) and reads
 /// its stdout up to the start event, which names the bound addresses.
 fn spawn_started(
