@@ -111,6 +111,11 @@ pub fn has(headers: &HeaderMap, name: &HeaderName) -> bool {
     headers.keys().any(|k| k == name)
 }
 
+/// The values of `name` in order, found as by [`has`].
+pub fn values(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &HeaderValue> {
+    headers.iter().filter_map(move |(k, v)| (*k == name).then_some(v))
+}
+
 /// The first value of `name`, found as by [`has`].
 pub fn first<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
     headers.iter().find_map(|(k, v)| (k == name).then_some(v))
@@ -264,7 +269,7 @@ pub fn check_authority(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<Option<HeaderValue>, FramingError> {
-    let mut hosts = headers.iter().filter_map(|(k, v)| (k == HOST).then_some(v));
+    let mut hosts = values(headers, HOST);
     let host = hosts.next();
     if hosts.next().is_some() {
         return Err(FramingError::DuplicateHost);

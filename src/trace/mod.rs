@@ -12,7 +12,7 @@ use http::HeaderMap;
 pub use context::{SpanId, TraceContext, TraceId};
 
 use crate::config::{Propagation, Tracing};
-use crate::proxy::headers::{first, has, TRACEPARENT, TRACESTATE, X_TRACE_ID};
+use crate::proxy::headers::{first, has, values, TRACEPARENT, TRACESTATE, X_TRACE_ID};
 
 /// The trace position of one request as it passes through kawal.
 #[derive(Debug, Clone, Copy)]
@@ -154,8 +154,11 @@ impl RequestTrace {
     pub fn stamp_response(&self, headers: &mut HeaderMap) {
         let id = self.trace_id.to_hex();
         // Behind another kawal the response already says just this.
-        let mut given = headers.iter().filter_map(|(k, v)| (k == X_TRACE_ID).then_some(v));
-        if given.next().is_some_and(|v| v.as_bytes() == id) && given.next().is_none() {
+        let ours_alone = {
+            let mut given = values(headers, X_TRACE_ID);
+            given.next().is_some_and(|v| v.as_bytes() == id) && given.next().is_none()
+        };
+        if ours_alone {
             return;
         }
         headers.insert(X_TRACE_ID, context::hex_header_value(&id));
