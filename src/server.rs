@@ -122,7 +122,7 @@ pub async fn serve<H, F>(
     H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<BoxBody>, Infallible>> + Send + 'static,
 {
-    let drain = Drain::new();
+    let drain = Drain::default();
     // A slot per open connection: when all are taken, accepting waits and
     // new clients queue in the kernel's backlog. Draining waits for them all.
     let capacity = builder.max_connections.min(u32::MAX as usize) as u32;
@@ -252,32 +252,23 @@ where
 /// Why not hyper-util's `GracefulShutdown`: its watcher polls a watch channel
 /// (a lock) on every wake of every connection. Here a connection registers
 /// with the `Notify` once and then only reads the flag.
-#[derive(Clone)]
-struct Drain(Arc<DrainState>);
-
-struct DrainState {
-    started: AtomicBool,
+#[derive(Clone, Default)]
+struct Drain {
+    started: Arc<AtomicBool>,
     notify: Arc<Notify>,
 }
 
 impl Drain {
-    fn new() -> Drain {
-        Drain(Arc::new(DrainState {
-            started: AtomicBool::new(false),
-            notify: Arc::new(Notify::new()),
-        }))
-    }
-
     /// Sets the flag, then wakes every connection (each was registered on
     /// its first poll, or sees the flag then).
     fn start(&self) {
-        self.0.started.store(true, Ordering::Release);
-        self.0.notify.notify_waiters();
+        self.started.store(true, Ordering::Release);
+        self.notify.notify_waiters();
     }
 
     /// `conn`, told to finish by `shutdown` once the drain starts.
     fn watch<C, S: FnOnce(Pin<&mut C>)>(self, conn: C, shutdown: S) -> Watched<C, S> {
-        let wake = Box::pin(self.0.notify.clone().notified_owned());
+        let wake = Box::pin(self.notify.clone().notified_owned());
         Watched {
             conn,
             drain: self,
@@ -313,7 +304,7 @@ impl<C: Future, S: FnOnce(Pin<&mut C>)> Future for Watched<C, S> {
             *this.registered = true;
             let _ = this.wake.as_mut().poll(cx);
         }
-        let started = &this.drain.0.started;
+        let started = &this.drain.started;
         if let Some(shutdown) = this.shutdown.take_if(|_| started.load(Ordering::Acquire)) {
             shutdown(this.conn.as_mut());
         }

@@ -113,7 +113,7 @@ pub fn check_head(parts: &Parts, limits: &Limits) -> Result<Uri, ProxyError> {
             .uri
             .path_and_query()
             .cloned()
-            .map_or(Uri::from_static("/"), Uri::from));
+            .map_or_else(|| Uri::from_static("/"), Uri::from));
     }
     let mut pq = normalized.into_owned();
     if let Some(q) = parts.uri.query() {
