@@ -31,7 +31,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::body::BoxBody;
 use crate::config::Limits;
-use crate::tls::ServerTls;
+use crate::tls::{ServerTls, TlsConn};
 
 /// How a listener speaks HTTP: hyper-util's builder and the head timeout.
 #[derive(Clone)]
@@ -165,7 +165,7 @@ pub async fn serve<H, F>(
             match tokio::time::timeout(limit, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
                     let info = ConnInfo::new(peer, true, crate::tls::peer_identity(stream.get_ref().1));
-                    serve_connection(&builder, drain, stream, info, handler).await;
+                    serve_connection(&builder, drain, TlsConn::from(stream), info, handler).await;
                 }
                 Ok(Err(e)) => tracing::warn!(
                     event = "tls_handshake_failed",

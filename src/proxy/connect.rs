@@ -13,10 +13,9 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 
 use crate::body::BoxError;
-use crate::tls::{describe_handshake_error, ClientTls};
+use crate::tls::{describe_handshake_error, ClientTls, TlsConn};
 
 /// TCP, then TLS if configured.
 #[derive(Clone)]
@@ -71,7 +70,7 @@ impl tower_service::Service<Uri> for Connector {
                 .connect(name, tcp.into_inner())
                 .await
                 .map_err(|e| TlsConnectError(describe_handshake_error(&e)))?;
-            Ok(Conn::Tls(Box::new(TokioIo::new(stream))))
+            Ok(Conn::Tls(Box::new(TokioIo::new(stream.into()))))
         })
     }
 }
@@ -81,7 +80,7 @@ pub enum Conn {
     /// Plain TCP.
     Plain(TokioIo<TcpStream>),
     /// TLS over TCP.
-    Tls(Box<TokioIo<TlsStream<TcpStream>>>),
+    Tls(Box<TokioIo<TlsConn>>),
 }
 
 impl Connection for Conn {

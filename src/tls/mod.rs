@@ -22,6 +22,7 @@ mod identity;
 mod pem;
 mod reload;
 mod server;
+mod stream;
 mod verify;
 
 #[cfg(test)]
@@ -34,6 +35,7 @@ pub use error::{describe_handshake_error, TlsError};
 pub use identity::peer_identity;
 pub use reload::secs_until;
 pub use server::{ServerTls, ServerTlsFiles};
+pub use stream::TlsConn;
 
 /// The one crypto provider kawal uses. Passed explicitly to every builder so
 /// nothing depends on a process-wide default being installed (or on which
