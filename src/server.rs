@@ -2,15 +2,15 @@
 //!
 //! Each connection is served by hyper-util's auto builder (HTTP/1.1, or
 //! HTTP/2 with prior knowledge), configured with the listener limits: the
-//! request head size and header count, the head read timeout (which is also
-//! the idle keep-alive timeout, since hyper starts it when it waits for the
-//! next head), HTTP/2 stream and header-list caps. The same timeout bounds
-//! the wait for a connection's first bytes ([`FirstBytes`]), which come before
-//! hyper's.
+//! request head size and header count, HTTP/2 stream and header-list caps.
+//! The request head timeout (also the idle keep-alive timeout) is kawal's
+//! own, in [`head`]: one timer per connection rather than hyper's one per
+//! request.
+
+mod head;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +24,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::{watch, Notify, Semaphore};
@@ -32,6 +31,8 @@ use tokio::sync::{watch, Notify, Semaphore};
 use crate::body::BoxBody;
 use crate::config::Limits;
 use crate::tls::{ServerTls, TlsConn};
+pub use head::InFlight;
+use head::{HeadTimer, RequestCounts};
 
 /// How a listener speaks HTTP: hyper-util's builder and the head timeout.
 #[derive(Clone)]
@@ -46,7 +47,8 @@ pub fn http_builder(limits: &Limits) -> Http {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.request_head_timeout.0)
+        // Ours instead, see `head` (hyper would default to 30 s with a timer).
+        .header_read_timeout(None)
         // Headroom over the configured limits: hyper's own refusal is a bare
         // 431 with no log line, so kawal's checks (JSON error, access line)
         // answer first and hyper only backstops.
@@ -82,6 +84,8 @@ pub struct ConnInfo {
     /// The identity, ready for the app's identity header (made once per
     /// connection, like `peer_ip`); `None` also when it is no valid value.
     pub identity_header: Option<http::HeaderValue>,
+    /// For the head timer: is a request in flight?
+    requests: RequestCounts,
 }
 
 impl ConnInfo {
@@ -94,6 +98,7 @@ impl ConnInfo {
                 .and_then(|id| http::HeaderValue::from_str(id).ok()),
             identity,
             peer_ip: crate::proxy::headers::ip_header_value(peer.ip()),
+            requests: RequestCounts::default(),
         })
     }
 }
@@ -119,7 +124,7 @@ pub async fn serve<H, F>(
     grace: Duration,
     open: Gauge,
 ) where
-    H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, InFlight) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<BoxBody>, Infallible>> + Send + 'static,
 {
     let drain = Drain::default();
@@ -219,15 +224,15 @@ fn serve_connection<I, H, F>(
 ) -> impl Future<Output = ()> + Send + 'static
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    H: Fn(Request<Incoming>, Arc<ConnInfo>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, InFlight) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<BoxBody>, Infallible>> + Send + 'static,
 {
     let peer = info.peer;
     // The handler's future is hyper's service future as it is: not boxed
     // (HTTP/1 keeps it in the connection's task, HTTP/2 spawns it) and not
     // wrapped, since each wrapping copies its kilobytes once more.
-    let svc = service_fn(move |req| handler(req, info.clone()));
-    let io = TokioIo::new(FirstBytes::new(io, http.head_timeout));
+    let io = TokioIo::new(HeadTimer::new(io, info.clone(), http.head_timeout));
+    let svc = service_fn(move |req| handler(req, InFlight::begin(&info)));
     let conn = drain.watch(
         http.builder.serve_connection_with_upgrades(io, svc).into_owned(),
         |conn| conn.graceful_shutdown(),
@@ -309,84 +314,5 @@ impl<C: Future, S: FnOnce(Pin<&mut C>)> Future for Watched<C, S> {
             shutdown(this.conn.as_mut());
         }
         this.conn.poll(cx)
-    }
-}
-
-/// hyper-util reads a connection's first bytes to tell HTTP/1 from h2c (up
-/// to the 24-byte h2 preface) with no deadline, and hyper's head timeout
-/// starts only after that: a client that connects and sends nothing, or half
-/// a preface, would hold the connection forever. Here those first bytes must
-/// come within `limit`; after them the stream is passed through untouched.
-struct FirstBytes<I> {
-    io: I,
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-    seen: usize,
-}
-
-/// Bytes after which the protocol is known either way.
-const H2_PREFACE_LEN: usize = 24;
-
-impl<I> FirstBytes<I> {
-    fn new(io: I, limit: Duration) -> Self {
-        FirstBytes {
-            io,
-            deadline: Some(Box::pin(tokio::time::sleep(limit))),
-            seen: 0,
-        }
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for FirstBytes<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        let before = buf.filled().len();
-        let read = Pin::new(&mut this.io).poll_read(cx, buf);
-        let Some(deadline) = &mut this.deadline else {
-            return read;
-        };
-        if read.is_ready() {
-            this.seen += buf.filled().len() - before;
-            if this.seen >= H2_PREFACE_LEN {
-                this.deadline = None;
-            }
-            return read;
-        }
-        match deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "no request within the head timeout",
-            ))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for FirstBytes<I> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

@@ -168,6 +168,33 @@ async fn a_client_that_stalls_its_head_is_disconnected() {
     assert_eq!(app.hits(), 0);
 }
 
+/// The head timeout runs only while the connection waits for a head: not
+/// while the app takes longer than it to answer, and again after the
+/// response, where it is the idle keep-alive timeout.
+#[tokio::test]
+async fn the_head_timeout_spares_a_slow_response_and_closes_the_idle_connection_after_it() {
+    let app = Upstream::start(|_req| async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        status(200, "slow")
+    })
+    .await;
+    let proxy = Proxy::start(&inbound_config(
+        app.addr,
+        "[limits]\nrequest_head_timeout = \"300ms\"",
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(proxy.inbound()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    // The response, then the close once the connection idled past 300 ms.
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the idle keep-alive connection was not closed");
+    let raw = String::from_utf8_lossy(&out);
+    assert_eq!(status_of(&raw), 200, "{raw}");
+    assert!(raw.ends_with("slow"), "{raw}");
+    assert_eq!(app.hits(), 1);
+}
+
 #[tokio::test]
 async fn a_client_that_sends_nothing_or_half_an_h2_preface_is_disconnected() {
     let (app, proxy) = setup("[limits]\nrequest_head_timeout = \"300ms\"").await;

@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use support::websocket::{app, assert_tunnel};
 use support::*;
 
@@ -23,6 +25,26 @@ async fn websocket_through_outbound() {
     let app = app().await;
     let p = Proxy::start(&outbound_config(&[app.addr], "", "")).await;
     assert_tunnel(p.outbound(), "svc").await;
+    p.shutdown().await;
+}
+
+/// A switched connection waits for no request head: a tunnel quiet for
+/// longer than the head timeout stays open.
+#[tokio::test]
+async fn a_quiet_tunnel_outlives_the_head_timeout() {
+    let app = app().await;
+    let p = Proxy::start(&inbound_config(
+        app.addr,
+        "[limits]\nrequest_head_timeout = \"200ms\"",
+    ))
+    .await;
+    let (mut r, head) = support::websocket::handshake(p.inbound(), "app", "/").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        support::websocket::round_trip(&mut r, "still there").await,
+        "echo:still there"
+    );
     p.shutdown().await;
 }
 

@@ -377,7 +377,8 @@ pub struct Limits {
     /// Request body → 413.
     #[serde(default = "default_max_body")]
     pub max_request_body: Size,
-    /// Time to receive a request head; also the idle keep-alive timeout.
+    /// Time to receive a request head; also the idle keep-alive timeout
+    /// (see `server::head`).
     #[serde(default = "d_10s")]
     pub request_head_timeout: Dur,
     /// Longest pause inside a request or response body.

@@ -29,7 +29,7 @@ use crate::auth::{Decision, JwtError, JwtVerifier, Policy};
 use crate::body::BoxBody;
 use crate::error::ProxyError;
 use crate::metrics::RouteMetrics;
-use crate::server::ConnInfo;
+use crate::server::{ConnInfo, InFlight};
 use crate::trace::RequestTrace;
 
 /// The inbound direction: everything one inbound request needs.
@@ -53,7 +53,7 @@ impl Inbound {
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        conn: Arc<ConnInfo>,
+        conn: InFlight,
     ) -> Result<Response<BoxBody>, Infallible> {
         let (mut parts, body) = req.into_parts();
         // 1. trace
@@ -99,7 +99,7 @@ impl Inbound {
         .await;
 
         // 6. respond
-        Ok(ex.respond(result, &self.shared, self.metrics.clone()))
+        Ok(ex.respond(result, conn, &self.shared, self.metrics.clone()))
     }
 
     /// The allow rules, on the verified identity and the normalized path: the

@@ -36,6 +36,7 @@ use crate::config::Limits;
 use crate::error::ProxyError;
 use crate::log::{AccessLine, AccessLog};
 use crate::metrics::RouteMetrics;
+use crate::server::InFlight;
 use crate::trace::export::{SpanRecord, Spans};
 use crate::trace::{Propagator, RequestTrace};
 
@@ -243,9 +244,12 @@ impl Exchange {
     /// A 101 accepts the WebSocket handshake: once both connections have
     /// switched, a task copies bytes between them until either side closes.
     /// A 101 to a request that asked for no upgrade is the upstream's fault.
+    /// The tunnel keeps `request` in flight: its connection waits for no
+    /// head until it closes.
     fn switch_protocols(
         &mut self,
         mut res: Response<UpstreamBody>,
+        request: &mut Option<InFlight>,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         if res.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Ok(res);
@@ -258,7 +262,9 @@ impl Exchange {
         };
         let upstream = hyper::upgrade::on(&mut res);
         let trace_id = self.trace.trace_id;
+        let request = request.take();
         tokio::spawn(async move {
+            let _in_flight = request;
             let joined = async {
                 let (client, upstream) = tokio::try_join!(client, upstream)?;
                 let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
@@ -276,13 +282,16 @@ impl Exchange {
 
     /// Step: answer the client with the upstream response or the rescued error;
     /// the access line and metrics are written when the body ends.
+    /// `request` stays in flight until the response body ends.
     pub fn respond(
         mut self,
         result: Result<Response<UpstreamBody>, ProxyError>,
+        request: InFlight,
         shared: &Arc<Shared>,
         metrics: RouteMetrics,
     ) -> Response<BoxBody> {
-        match result.and_then(|res| self.switch_protocols(res)) {
+        let mut request = Some(request);
+        match result.and_then(|res| self.switch_protocols(res, &mut request)) {
             Ok(res) => {
                 let switched = res.status() == StatusCode::SWITCHING_PROTOCOLS;
                 let (mut parts, body) = res.into_parts();
@@ -294,12 +303,12 @@ impl Exchange {
                 // gets what its connection speaks (hyper adapts from 1.1).
                 parts.version = http::Version::HTTP_11;
                 let body = GuardedBody::new(body, u64::MAX, shared.limits.body_idle_timeout.0, None);
-                self.logged(Response::from_parts(parts, body), shared, metrics)
+                self.logged(Response::from_parts(parts, body), request, shared, metrics)
             }
             Err(err) => {
                 let trace_id = self.trace.trace_id.to_string();
                 self.error = Some((err.kind(), err.to_string()));
-                self.logged(err.to_response(&trace_id), shared, metrics)
+                self.logged(err.to_response(&trace_id), request, shared, metrics)
             }
         }
     }
@@ -307,7 +316,13 @@ impl Exchange {
     /// Stamps the trace id on the response and wraps its body so the access
     /// line is written when it ends. Generic over the body, so that it is
     /// boxed once, as a whole.
-    fn logged<B>(self, mut res: Response<B>, shared: &Arc<Shared>, metrics: RouteMetrics) -> Response<BoxBody>
+    fn logged<B>(
+        self,
+        mut res: Response<B>,
+        request: Option<InFlight>,
+        shared: &Arc<Shared>,
+        metrics: RouteMetrics,
+    ) -> Response<BoxBody>
     where
         B: Body<Data = Bytes, Error = BoxError> + Unpin + Send + 'static,
     {
@@ -323,6 +338,7 @@ impl Exchange {
                     status,
                     shared: shared.clone(),
                     metrics,
+                    _request: request,
                 }),
             }
             .boxed_unsync()
@@ -335,6 +351,8 @@ struct Finish {
     status: u16,
     shared: Arc<Shared>,
     metrics: RouteMetrics,
+    /// Ends with the response (none after a switch to a tunnel).
+    _request: Option<InFlight>,
 }
 
 impl Finish {

@@ -1,0 +1,367 @@
+//! The request head timeout of a connection, kept by kawal instead of hyper.
+//!
+//! hyper's own (`header_read_timeout`) boxes a new timer for every request,
+//! registers it in tokio's wheel and removes it after the head: ~1,400
+//! instructions per request, 3–4 % of a proxy hop. Here each connection has
+//! one timer, moved only when it fires: a connection that is busy or got new
+//! requests in the meantime pushes it back then, so a connection serving
+//! requests touches tokio's timer about once per timeout, not per request.
+//!
+//! The rule: from the moment a connection is accepted, the client has
+//! `limit` to deliver a complete request head; after each response, between
+//! one and two `limit`s (the timer notices the end of a response late, not
+//! early); a connection that does not is closed. That is the idle keep-alive
+//! timeout too. While a request is in flight (its handler running, its
+//! response streaming, or its connection switched to a WebSocket tunnel)
+//! there is no deadline. HTTP/2 (its preface seen) has none either: it has
+//! its own keep-alive pings.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use super::ConnInfo;
+
+/// Requests begun and ended on one connection: a request is in flight while
+/// the counts differ.
+#[derive(Debug, Default)]
+pub(super) struct RequestCounts {
+    begun: AtomicU32,
+    ended: AtomicU32,
+}
+
+impl RequestCounts {
+    /// `Some(ended)` when no request is in flight; the count tells one wait
+    /// for a head from the next.
+    fn idle(&self) -> Option<u32> {
+        let ended = self.ended.load(Ordering::Relaxed);
+        (self.begun.load(Ordering::Relaxed) == ended).then_some(ended)
+    }
+}
+
+/// One request on a connection, from its head to the end of its response:
+/// while it is held, the connection waits for no head. Derefs to the
+/// connection's [`ConnInfo`].
+#[derive(Debug)]
+pub struct InFlight(Arc<ConnInfo>);
+
+impl InFlight {
+    /// Counts a request as begun on `conn`.
+    pub(super) fn begin(conn: &Arc<ConnInfo>) -> InFlight {
+        conn.requests.begun.fetch_add(1, Ordering::Relaxed);
+        InFlight(conn.clone())
+    }
+}
+
+impl std::ops::Deref for InFlight {
+    type Target = ConnInfo;
+
+    fn deref(&self) -> &ConnInfo {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.requests.ended.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The h2 connection preface: a connection that starts with it is HTTP/2.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A connection's IO with its head deadline; see the module docs.
+pub(super) struct HeadTimer<I> {
+    io: I,
+    conn: Arc<ConnInfo>,
+    limit: Duration,
+    /// Fires at or before the current wait's deadline, never after it.
+    timer: Pin<Box<Sleep>>,
+    /// Whether the timer has this task's waker since it last moved.
+    registered: bool,
+    /// The wait for a head in progress: the `ended` count it follows and
+    /// when it began. `None` while a request is in flight.
+    wait: Option<(u32, Instant)>,
+    /// How much of the h2 preface the first bytes matched.
+    preface: Preface,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Preface {
+    Matched(usize),
+    Http1,
+    Http2,
+}
+
+impl<I> HeadTimer<I> {
+    pub(super) fn new(io: I, conn: Arc<ConnInfo>, limit: Duration) -> Self {
+        let now = Instant::now();
+        HeadTimer {
+            io,
+            conn,
+            limit,
+            timer: Box::pin(tokio::time::sleep_until(now + limit)),
+            registered: false,
+            wait: Some((0, now)),
+            preface: Preface::Matched(0),
+        }
+    }
+
+    /// Follows the first bytes until they tell HTTP/1 from HTTP/2.
+    fn see(&mut self, bytes: &[u8]) {
+        let Preface::Matched(n) = self.preface else {
+            return;
+        };
+        let take = bytes.len().min(H2_PREFACE.len() - n);
+        self.preface = if bytes[..take] != H2_PREFACE[n..n + take] {
+            Preface::Http1
+        } else if n + take == H2_PREFACE.len() {
+            Preface::Http2
+        } else {
+            Preface::Matched(n + take)
+        };
+    }
+
+    /// With the read pending: is the head overdue? When the timer has
+    /// fired, moves it to the wait's deadline, or (with a request in flight)
+    /// one timeout on, to look again then: a response that ends does not wake
+    /// this task, so the timer is what notices the connection went idle.
+    fn overdue(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.preface == Preface::Http2 {
+            return false;
+        }
+        let since = match (self.conn.requests.idle(), self.wait) {
+            (None, _) => {
+                self.wait = None;
+                None
+            }
+            (Some(ended), Some((seen, since))) if seen == ended => Some(since),
+            // Idle since the last look: a new wait, timed from now.
+            (Some(ended), _) => {
+                let now = Instant::now();
+                self.wait = Some((ended, now));
+                Some(now)
+            }
+        };
+        if self.timer.is_elapsed() {
+            let now = Instant::now();
+            let deadline = since.unwrap_or(now) + self.limit;
+            if now >= deadline {
+                return true;
+            }
+            self.timer.as_mut().reset(deadline);
+            self.registered = false;
+        }
+        if !self.registered {
+            // Once per move: a tokio task's waker stays the same, so the
+            // timer keeps the one it got. Unconstrained, since a poll refused
+            // for coop budget would register nothing.
+            self.registered = true;
+            if Pin::new(&mut tokio::task::unconstrained(&mut self.timer))
+                .poll(cx)
+                .is_ready()
+            {
+                cx.waker().wake_by_ref();
+            }
+        }
+        false
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for HeadTimer<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(read) => {
+                this.see(&buf.filled()[before..]);
+                Poll::Ready(read)
+            }
+            Poll::Pending if this.overdue(cx) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no request head within the head timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for HeadTimer<I> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    fn conn() -> Arc<ConnInfo> {
+        ConnInfo::new("127.0.0.1:1".parse().unwrap(), false, None)
+    }
+
+    fn timed(conn: &Arc<ConnInfo>) -> (HeadTimer<DuplexStream>, DuplexStream) {
+        let (server, client) = tokio::io::duplex(1024);
+        (HeadTimer::new(server, conn.clone(), LIMIT), client)
+    }
+
+    /// `start` was `LIMIT` ago, to tokio's 1 ms timer resolution.
+    fn assert_limit_since(start: Instant) {
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= LIMIT && elapsed <= LIMIT + Duration::from_millis(2),
+            "closed after {elapsed:?}"
+        );
+    }
+
+    /// Reads until the timer closes the connection; returns the bytes read.
+    async fn read_until_closed(io: &mut HeadTimer<DuplexStream>) -> Vec<u8> {
+        let mut got = Vec::new();
+        loop {
+            let mut buf = [0u8; 64];
+            match io.read(&mut buf).await {
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => {
+                    assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+                    return got;
+                }
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_must_come_within_the_limit_of_the_accept_even_byte_by_byte() {
+        let conn = conn();
+        let (mut io, mut client) = timed(&conn);
+        let start = Instant::now();
+        let trickle = tokio::spawn(async move {
+            for b in b"GET / HTTP/1.1\r\nHost: a\r\n" {
+                client.write_all(&[*b]).await.unwrap();
+                tokio::time::sleep(LIMIT * 3 / 10).await;
+            }
+            client
+        });
+        // Bytes at 0, 0.3, 0.6 and 0.9 × LIMIT, then the close: bytes
+        // arriving do not extend the deadline, only a whole head would.
+        assert_eq!(read_until_closed(&mut io).await, b"GET ");
+        assert_limit_since(start);
+        drop(trickle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_deadline_while_a_request_is_in_flight_and_a_new_one_after_it_ends() {
+        let conn = conn();
+        let (mut io, _client) = timed(&conn);
+        let request = InFlight::begin(&conn);
+        let mut buf = [0u8; 8];
+        let read = tokio::time::timeout(10 * LIMIT, io.read(&mut buf)).await;
+        assert!(
+            read.is_err(),
+            "the connection was closed with a request in flight"
+        );
+        // The response ends now: the next head has `LIMIT` from here.
+        drop(request);
+        let ended = Instant::now();
+        read_until_closed(&mut io).await;
+        assert_limit_since(ended);
+    }
+
+    /// As under hyper: the reading task is polled only when woken, and a
+    /// response that ends wakes nothing; the timer notices, within a timeout.
+    #[tokio::test(start_paused = true)]
+    async fn a_response_ending_unseen_is_noticed_by_the_timer() {
+        let conn = conn();
+        let (mut io, _client) = timed(&conn);
+        let request = InFlight::begin(&conn);
+        let reader = tokio::spawn(async move {
+            read_until_closed(&mut io).await;
+            Instant::now()
+        });
+        tokio::time::sleep(LIMIT / 2).await;
+        let ended = Instant::now();
+        drop(request);
+        let closed = tokio::time::timeout(20 * LIMIT, reader)
+            .await
+            .expect("the idle connection was never closed")
+            .unwrap();
+        let idle = closed - ended;
+        assert!(
+            idle >= LIMIT && idle <= 2 * LIMIT + Duration::from_millis(2),
+            "closed {idle:?} after the response"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_response_end_restarts_the_wait() {
+        let conn = conn();
+        let (mut io, _client) = timed(&conn);
+        let mut buf = [0u8; 8];
+        // Requests every 0.6 × LIMIT for 5 × LIMIT: never overdue.
+        for _ in 0..8 {
+            let idle = tokio::time::timeout(LIMIT * 6 / 10, io.read(&mut buf)).await;
+            assert!(idle.is_err(), "closed while requests kept coming");
+            drop(InFlight::begin(&conn));
+        }
+        let last = Instant::now();
+        read_until_closed(&mut io).await;
+        assert_limit_since(last);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http2_after_its_preface_has_no_head_deadline() {
+        let conn = conn();
+        let (mut io, mut client) = timed(&conn);
+        client.write_all(H2_PREFACE).await.unwrap();
+        let mut buf = [0u8; 24];
+        io.read_exact(&mut buf).await.unwrap();
+        let read = tokio::time::timeout(10 * LIMIT, io.read(&mut buf)).await;
+        assert!(
+            read.is_err(),
+            "an HTTP/2 connection was closed for want of a head"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn half_a_preface_is_held_to_the_deadline() {
+        let conn = conn();
+        let (mut io, mut client) = timed(&conn);
+        client.write_all(&H2_PREFACE[..16]).await.unwrap();
+        let start = Instant::now();
+        assert_eq!(read_until_closed(&mut io).await, H2_PREFACE[..16].to_vec());
+        assert_limit_since(start);
+    }
+}
