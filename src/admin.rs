@@ -14,7 +14,7 @@ use crate::body::{self, BoxBody};
 use crate::log::Sink;
 use crate::metrics::Metrics;
 use crate::proxy::outbound::Route;
-use crate::server::InFlight;
+use crate::server::OpenRequest;
 
 /// What the admin endpoints report on.
 pub struct Admin {
@@ -38,7 +38,7 @@ impl Admin {
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        _request: InFlight,
+        _open_request: OpenRequest,
     ) -> Result<Response<BoxBody>, Infallible> {
         Ok(match req.uri().path() {
             "/live" => text(StatusCode::OK, "live\n"),

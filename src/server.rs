@@ -31,7 +31,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 use crate::body::BoxBody;
 use crate::config::Limits;
 use crate::tls::{ServerTls, TlsConn};
-pub use head::InFlight;
+pub use head::OpenRequest;
 use head::{HeadTimer, RequestCounts};
 
 /// How a listener speaks HTTP: hyper-util's builder and the head timeout.
@@ -46,8 +46,7 @@ pub struct Http {
 pub fn http_builder(limits: &Limits) -> Http {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
-        .timer(TokioTimer::new())
-        // Ours instead, see `head` (hyper would default to 30 s with a timer).
+        // Ours instead, see `head`.
         .header_read_timeout(None)
         // Headroom over the configured limits: hyper's own refusal is a bare
         // 431 with no log line, so kawal's checks (JSON error, access line)
@@ -124,7 +123,7 @@ pub async fn serve<H, F>(
     grace: Duration,
     open: Gauge,
 ) where
-    H: Fn(Request<Incoming>, InFlight) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, OpenRequest) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<BoxBody>, Infallible>> + Send + 'static,
 {
     let drain = Drain::default();
@@ -224,7 +223,7 @@ fn serve_connection<I, H, F>(
 ) -> impl Future<Output = ()> + Send + 'static
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    H: Fn(Request<Incoming>, InFlight) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, OpenRequest) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<BoxBody>, Infallible>> + Send + 'static,
 {
     let peer = info.peer;
@@ -232,7 +231,7 @@ where
     // (HTTP/1 keeps it in the connection's task, HTTP/2 spawns it) and not
     // wrapped, since each wrapping copies its kilobytes once more.
     let io = TokioIo::new(HeadTimer::new(io, info.clone(), http.head_timeout));
-    let svc = service_fn(move |req| handler(req, InFlight::begin(&info)));
+    let svc = service_fn(move |req| handler(req, OpenRequest::begin(&info)));
     let conn = drain.watch(
         http.builder.serve_connection_with_upgrades(io, svc).into_owned(),
         |conn| conn.graceful_shutdown(),

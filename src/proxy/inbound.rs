@@ -29,7 +29,7 @@ use crate::auth::{Decision, JwtError, JwtVerifier, Policy};
 use crate::body::BoxBody;
 use crate::error::ProxyError;
 use crate::metrics::RouteMetrics;
-use crate::server::{ConnInfo, InFlight};
+use crate::server::{ConnInfo, OpenRequest};
 use crate::trace::RequestTrace;
 
 /// The inbound direction: everything one inbound request needs.
@@ -53,7 +53,7 @@ impl Inbound {
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        conn: InFlight,
+        conn: OpenRequest,
     ) -> Result<Response<BoxBody>, Infallible> {
         let (mut parts, body) = req.into_parts();
         // 1. trace

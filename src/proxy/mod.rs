@@ -36,7 +36,7 @@ use crate::config::Limits;
 use crate::error::ProxyError;
 use crate::log::{AccessLine, AccessLog};
 use crate::metrics::RouteMetrics;
-use crate::server::InFlight;
+use crate::server::OpenRequest;
 use crate::trace::export::{SpanRecord, Spans};
 use crate::trace::{Propagator, RequestTrace};
 
@@ -244,12 +244,12 @@ impl Exchange {
     /// A 101 accepts the WebSocket handshake: once both connections have
     /// switched, a task copies bytes between them until either side closes.
     /// A 101 to a request that asked for no upgrade is the upstream's fault.
-    /// The tunnel keeps `request` in flight: its connection waits for no
+    /// The tunnel holds the open request: its connection waits for no
     /// head until it closes.
     fn switch_protocols(
         &mut self,
         mut res: Response<UpstreamBody>,
-        request: &mut Option<InFlight>,
+        open_request: &mut Option<OpenRequest>,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         if res.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Ok(res);
@@ -262,9 +262,9 @@ impl Exchange {
         };
         let upstream = hyper::upgrade::on(&mut res);
         let trace_id = self.trace.trace_id;
-        let request = request.take();
+        let open_request = open_request.take();
         tokio::spawn(async move {
-            let _in_flight = request;
+            let _open_request = open_request;
             let joined = async {
                 let (client, upstream) = tokio::try_join!(client, upstream)?;
                 let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
@@ -282,16 +282,16 @@ impl Exchange {
 
     /// Step: answer the client with the upstream response or the rescued error;
     /// the access line and metrics are written when the body ends.
-    /// `request` stays in flight until the response body ends.
+    /// The request stays open until the response body ends.
     pub fn respond(
         mut self,
         result: Result<Response<UpstreamBody>, ProxyError>,
-        request: InFlight,
+        open_request: OpenRequest,
         shared: &Arc<Shared>,
         metrics: RouteMetrics,
     ) -> Response<BoxBody> {
-        let mut request = Some(request);
-        match result.and_then(|res| self.switch_protocols(res, &mut request)) {
+        let mut open_request = Some(open_request);
+        match result.and_then(|res| self.switch_protocols(res, &mut open_request)) {
             Ok(res) => {
                 let switched = res.status() == StatusCode::SWITCHING_PROTOCOLS;
                 let (mut parts, body) = res.into_parts();
@@ -303,12 +303,12 @@ impl Exchange {
                 // gets what its connection speaks (hyper adapts from 1.1).
                 parts.version = http::Version::HTTP_11;
                 let body = GuardedBody::new(body, u64::MAX, shared.limits.body_idle_timeout.0, None);
-                self.logged(Response::from_parts(parts, body), request, shared, metrics)
+                self.logged(Response::from_parts(parts, body), open_request, shared, metrics)
             }
             Err(err) => {
                 let trace_id = self.trace.trace_id.to_string();
                 self.error = Some((err.kind(), err.to_string()));
-                self.logged(err.to_response(&trace_id), request, shared, metrics)
+                self.logged(err.to_response(&trace_id), open_request, shared, metrics)
             }
         }
     }
@@ -319,7 +319,7 @@ impl Exchange {
     fn logged<B>(
         self,
         mut res: Response<B>,
-        request: Option<InFlight>,
+        open_request: Option<OpenRequest>,
         shared: &Arc<Shared>,
         metrics: RouteMetrics,
     ) -> Response<BoxBody>
@@ -338,7 +338,7 @@ impl Exchange {
                     status,
                     shared: shared.clone(),
                     metrics,
-                    _request: request,
+                    _open_request: open_request,
                 }),
             }
             .boxed_unsync()
@@ -352,7 +352,7 @@ struct Finish {
     shared: Arc<Shared>,
     metrics: RouteMetrics,
     /// Ends with the response (none after a switch to a tunnel).
-    _request: Option<InFlight>,
+    _open_request: Option<OpenRequest>,
 }
 
 impl Finish {

@@ -25,7 +25,7 @@ use super::{check_head, guard_request_body, prepare_forward, Direction, Exchange
 use crate::body::BoxBody;
 use crate::error::ProxyError;
 use crate::metrics::RouteMetrics;
-use crate::server::InFlight;
+use crate::server::OpenRequest;
 
 /// An upstream with its retry/breaker state and metric handles.
 pub struct Route {
@@ -59,7 +59,7 @@ impl Outbound {
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        request: InFlight,
+        open_request: OpenRequest,
     ) -> Result<Response<BoxBody>, Infallible> {
         let (mut parts, body) = req.into_parts();
         // 1. trace
@@ -101,7 +101,7 @@ impl Outbound {
         .await;
 
         // 6. respond
-        Ok(ex.respond(result, request, &self.shared, metrics))
+        Ok(ex.respond(result, open_request, &self.shared, metrics))
     }
 
     /// Finds the upstream for an authority: exact `host:port`, then `host`.

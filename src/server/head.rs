@@ -50,17 +50,17 @@ impl RequestCounts {
 /// while it is held, the connection waits for no head. Derefs to the
 /// connection's [`ConnInfo`].
 #[derive(Debug)]
-pub struct InFlight(Arc<ConnInfo>);
+pub struct OpenRequest(Arc<ConnInfo>);
 
-impl InFlight {
+impl OpenRequest {
     /// Counts a request as begun on `conn`.
-    pub(super) fn begin(conn: &Arc<ConnInfo>) -> InFlight {
+    pub(super) fn begin(conn: &Arc<ConnInfo>) -> OpenRequest {
         conn.requests.begun.fetch_add(1, Ordering::Relaxed);
-        InFlight(conn.clone())
+        OpenRequest(conn.clone())
     }
 }
 
-impl std::ops::Deref for InFlight {
+impl std::ops::Deref for OpenRequest {
     type Target = ConnInfo;
 
     fn deref(&self) -> &ConnInfo {
@@ -68,7 +68,7 @@ impl std::ops::Deref for InFlight {
     }
 }
 
-impl Drop for InFlight {
+impl Drop for OpenRequest {
     fn drop(&mut self) {
         self.0.requests.ended.fetch_add(1, Ordering::Relaxed);
     }
@@ -286,7 +286,7 @@ mod tests {
     async fn no_deadline_while_a_request_is_in_flight_and_a_new_one_after_it_ends() {
         let conn = conn();
         let (mut io, _client) = timed(&conn);
-        let request = InFlight::begin(&conn);
+        let request = OpenRequest::begin(&conn);
         let mut buf = [0u8; 8];
         let read = tokio::time::timeout(10 * LIMIT, io.read(&mut buf)).await;
         assert!(
@@ -306,7 +306,7 @@ mod tests {
     async fn a_response_ending_unseen_is_noticed_by_the_timer() {
         let conn = conn();
         let (mut io, _client) = timed(&conn);
-        let request = InFlight::begin(&conn);
+        let request = OpenRequest::begin(&conn);
         let reader = tokio::spawn(async move {
             read_until_closed(&mut io).await;
             Instant::now()
@@ -334,7 +334,7 @@ mod tests {
         for _ in 0..8 {
             let idle = tokio::time::timeout(LIMIT * 6 / 10, io.read(&mut buf)).await;
             assert!(idle.is_err(), "closed while requests kept coming");
-            drop(InFlight::begin(&conn));
+            drop(OpenRequest::begin(&conn));
         }
         let last = Instant::now();
         read_until_closed(&mut io).await;
