@@ -162,17 +162,13 @@ const HOP_BY_HOP: [HeaderName; 10] = [
 pub fn is_websocket_upgrade(version: Version, headers: &HeaderMap) -> bool {
     let has_token = |name, token: &[u8]| list_tokens(headers, name).any(|t| t.eq_ignore_ascii_case(token));
     // Upgrade first: it is the one a plain request does not carry.
-    version == Version::HTTP_11
-        && has(headers, &UPGRADE)
-        && has_token(UPGRADE, b"websocket")
-        && has_token(CONNECTION, b"upgrade")
+    version == Version::HTTP_11 && has_token(UPGRADE, b"websocket") && has_token(CONNECTION, b"upgrade")
 }
 
-/// The trimmed elements of a comma-separated header, over all its lines.
+/// The trimmed elements of a comma-separated header, over all its lines
+/// (found as by [`has`]).
 fn list_tokens(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &[u8]> {
-    headers
-        .get_all(name)
-        .into_iter()
+    values(headers, name)
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
         .map(<[u8]>::trim_ascii)
 }
