@@ -16,7 +16,8 @@ fn kawal_bin() -> Command {
 }
 
 fn write_config(name: &str, body: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("kawal-test-{}-{name}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("kawal-test-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("kawal.toml");
     std::fs::write(&path, body).unwrap();

@@ -209,6 +209,54 @@ async fn a_hung_upstream_hits_the_per_try_timeout_then_the_deadline() {
     assert!((2..=4).contains(&hits), "{hits} attempts");
 }
 
+/// The per-try timer lives with the pooled connection (not one per attempt):
+/// it must still fire for a request on a reused connection, and that
+/// connection must not be used again.
+#[tokio::test]
+async fn the_per_try_timeout_holds_on_a_reused_connection() {
+    let n = Arc::new(AtomicUsize::new(0));
+    let upstream = Upstream::start(move |_req: Request<Incoming>| {
+        let hang = n.fetch_add(1, Ordering::SeqCst) == 2;
+        async move {
+            if hang {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            status(200, "ok")
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&retry_config(
+        upstream.addr,
+        "per_try_timeout = \"300ms\"\nattempts = 1",
+    ))
+    .await;
+    // Two requests further apart than the timeout: the second attempt's
+    // deadline is its own, not the first one's.
+    for _ in 0..2 {
+        let res = get(&proxy).await;
+        assert_eq!(res.status(), 200);
+        res.bytes().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+
+    let hung = get(&proxy).await;
+    assert_eq!(hung.status(), 504);
+    assert_eq!(hung.headers()["x-kawal-error"], "upstream_timeout");
+    assert_eq!(
+        upstream.connections(),
+        1,
+        "all three went out on the pooled connection"
+    );
+
+    assert_eq!(get(&proxy).await.status(), 200);
+    assert_eq!(upstream.hits(), 4);
+    assert_eq!(
+        upstream.connections(),
+        2,
+        "the timed-out connection was not reused"
+    );
+}
+
 #[tokio::test]
 async fn the_budget_caps_retries_against_a_permanently_failing_upstream() {
     let upstream = scripted(&[503; 1000]).await;

@@ -23,13 +23,14 @@ use hyper::client::conn::http2;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rand::Rng;
+use tokio::time::Instant;
 
 use crate::body::{body_error_in, BoxBody};
 use crate::config::{HostPort, Protocol};
 use crate::error::{error_chain, find, ProxyError};
 use crate::proxy::connect::{Conn, Connector, TlsConnectError};
 use crate::proxy::headers;
-use crate::proxy::pool::{IdlePool, UpstreamBody};
+use crate::proxy::pool::{within, IdlePool, PooledConn, UpstreamBody};
 use crate::tls::ClientTls;
 
 /// How to reach one upstream.
@@ -209,52 +210,70 @@ impl Upstream {
             .ok_or_else(|| ProxyError::NoEndpoint(self.name.to_string()))?;
         ep.in_flight.fetch_add(1, Ordering::Relaxed);
         let in_flight = InFlight(ep.clone());
-        let sent = async {
-            match self.settings.protocol {
-                Protocol::Http1 => self.send_h1(&ep, req).await,
-                // Boxed: the HTTP/2 path's state is twice the HTTP/1 one's,
-                // and every request's future would carry (and move) it.
-                Protocol::Http2 => Box::pin(self.send_h2(&ep, req)).await,
-            }
+        let sent = match self.settings.protocol {
+            Protocol::Http1 => self.send_h1(&ep, req, timeout).await,
+            // Boxed: the HTTP/2 path's state is twice the HTTP/1 one's,
+            // and every request's future would carry (and move) it.
+            Protocol::Http2 => Box::pin(tokio::time::timeout(timeout, self.send_h2(&ep, req)))
+                .await
+                .unwrap_or_else(|_| Err(self.timed_out(timeout))),
         };
-        match tokio::time::timeout(timeout, sent).await {
-            Ok(result) => result.map(|res| res.map(|body| body.holding(in_flight))),
-            Err(_) => Err(ProxyError::UpstreamTimeout {
-                upstream: self.name.to_string(),
-                after: timeout,
-                connect: false,
-            }),
-        }
+        sent.map(|res| res.map(|body| body.holding(in_flight)))
     }
 
-    /// HTTP/1.1 on an idle connection of the endpoint, else a new one. A
-    /// reused connection may have been closed by the server a moment ago: a
-    /// request it never sent goes out again on the next one.
+    /// HTTP/1.1 on an idle connection of the endpoint, else a new one, all
+    /// under the connection's own timer (`pool`). A reused connection may
+    /// have been closed by the server a moment ago: a request it never sent
+    /// goes out again on the next one.
     async fn send_h1(
         &self,
         ep: &Endpoint,
         mut req: Request<BoxBody>,
+        timeout: Duration,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
+        let deadline = Instant::now() + timeout;
         *req.version_mut() = Version::HTTP_11;
         if !headers::has(req.headers(), &HOST) {
             req.headers_mut().insert(HOST, ep.host.clone());
         }
-        while let Some(mut sender) = ep.idle.take() {
-            if sender.ready().await.is_err() {
-                continue;
+        while let Some(mut conn) = ep.idle.take() {
+            let PooledConn { sender, timer } = &mut conn;
+            match within(timer, deadline, sender.ready()).await {
+                None => return Err(self.timed_out(timeout)),
+                Some(Err(_)) => continue,
+                Some(Ok(())) => {}
             }
-            match sender.try_send_request(req).await {
-                Ok(res) => return Ok(res.map(|b| UpstreamBody::pooled(b, sender, ep.idle.clone()))),
-                Err(mut e) => match e.take_message() {
+            match within(timer, deadline, sender.try_send_request(req)).await {
+                None => return Err(self.timed_out(timeout)),
+                Some(Ok(res)) => return Ok(res.map(|b| UpstreamBody::pooled(b, conn, ep.idle.clone()))),
+                Some(Err(mut e)) => match e.take_message() {
                     Some(unsent) => req = unsent,
                     None => return Err(self.classify(&e.into_error(), false)),
                 },
             }
         }
-        let mut sender = self.connect_h1(ep).await?;
-        match sender.send_request(req).await {
-            Ok(res) => Ok(res.map(|b| UpstreamBody::pooled(b, sender, ep.idle.clone()))),
-            Err(e) => Err(self.classify(&e, false)),
+        let mut timer = Box::pin(tokio::time::sleep_until(deadline));
+        let Some(sender) = within(&mut timer, deadline, self.connect_h1(ep)).await else {
+            return Err(self.timed_out(timeout));
+        };
+        let mut conn = PooledConn {
+            sender: sender?,
+            timer,
+        };
+        let PooledConn { sender, timer } = &mut conn;
+        match within(timer, deadline, sender.send_request(req)).await {
+            None => Err(self.timed_out(timeout)),
+            Some(Ok(res)) => Ok(res.map(|b| UpstreamBody::pooled(b, conn, ep.idle.clone()))),
+            Some(Err(e)) => Err(self.classify(&e, false)),
+        }
+    }
+
+    /// An attempt that got no response head within `after`.
+    fn timed_out(&self, after: Duration) -> ProxyError {
+        ProxyError::UpstreamTimeout {
+            upstream: self.name.to_string(),
+            after,
+            connect: false,
         }
     }
 

@@ -17,7 +17,8 @@ pub struct Pki {
 
 impl Pki {
     pub fn new(tag: &str) -> Pki {
-        let dir = std::env::temp_dir().join(format!("kawal-mtls-{}-{tag}", std::process::id()));
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("kawal-mtls-{}-{tag}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::default();
