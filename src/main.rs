@@ -6,9 +6,12 @@ use std::process::ExitCode;
 
 use kawal::config::{Config, LogLevel};
 
-// See Cargo.toml for why not the system allocator.
+// The binary's own module: the library forbids unsafe code, and an
+// allocator is nothing else. See Cargo.toml for why not the system one.
+mod alloc;
+
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: alloc::Allocator = alloc::Allocator;
 
 const USAGE: &str = "usage: kawal --config FILE | kawal check FILE";
 
