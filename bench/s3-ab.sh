@@ -129,18 +129,23 @@ ticks() { # pids... → "utime+stime utime" in clock ticks
   echo "$t $u"
 }
 hz=$(getconf CLK_TCK)
-run() { # name port → "rps cpu_us_per_req user_us_per_req"
-  local name=$1 port=$2 before after rps
+cpu_ticks() { # → "busy idle steal" ticks of the SUT core (busy: user+nice+system+irq+softirq)
+  awk -v c="cpu$SUT_CPU" '$1 == c { print $2 + $3 + $4 + $7 + $8, $5 + $6, $9 }' /proc/stat
+}
+run() { # name port → "rps cpu_us_per_req user_us_per_req sut_busy% steal%"
+  local name=$1 port=$2 before after rps c0 c1
   taskset -c "$LG_CPU" wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$port/" >/dev/null
   # shellcheck disable=SC2046
-  before=$(ticks $(cat "$tmp/$name.pids"))
+  before=$(ticks $(cat "$tmp/$name.pids")); c0=$(cpu_ticks)
   taskset -c "$LG_CPU" wrk -t1 -c"$CONNS" -d"${DUR}s" "http://127.0.0.1:$port/" >"$tmp/wrk.txt"
   # shellcheck disable=SC2046
-  after=$(ticks $(cat "$tmp/$name.pids"))
+  after=$(ticks $(cat "$tmp/$name.pids")); c1=$(cpu_ticks)
   rps=$(awk '/Requests\/sec/ {print $2}' "$tmp/wrk.txt")
   read -r t0 u0 <<<"$before"; read -r t1 u1 <<<"$after"
+  read -r b0 i0 s0 <<<"$c0"; read -r b1 i1 s1 <<<"$c1"
   awk -v r="$rps" -v t=$((t1 - t0)) -v u=$((u1 - u0)) -v hz="$hz" -v d="$DUR" \
-    'BEGIN { printf "%.0f %.1f %.1f\n", r, t / hz * 1e6 / (r * d), u / hz * 1e6 / (r * d) }'
+    -v b=$((b1 - b0)) -v i=$((i1 - i0)) -v s=$((s1 - s0)) \
+    'BEGIN { all = b + i + s; printf "%.0f %.1f %.1f %.0f %.0f\n", r, t / hz * 1e6 / (r * d), u / hz * 1e6 / (r * d), 100 * b / all, 100 * s / all }'
 }
 median() { sort -n | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 : >"$tmp/old.res"; : >"$tmp/new.res"
@@ -148,9 +153,14 @@ for i in $(seq "$ROUNDS"); do
   if ((i % 2)); then order="old new"; else order="new old"; fi
   for n in $order; do
     port=$((BASE + 3)); [ $n = old ] && port=$((BASE + 1))
-    r=$(run $n $port); echo "$r" >>"$tmp/$n.res"; echo "round $i $n: $r (req/s, CPU µs/req, of it user)"
+    r=$(run $n $port); echo "$r" >>"$tmp/$n.res"; echo "round $i $n: $r (req/s, CPU µs/req, of it user, SUT core busy %, steal %)"
   done
 done
+# Per busy second of the SUT core: what a round would have done with the core to
+# itself (the closed loop keeps it saturated; steal takes it away unevenly).
 for n in old new; do
-  echo "$n: median $(cut -d' ' -f1 "$tmp/$n.res" | median) req/s, $(cut -d' ' -f2 "$tmp/$n.res" | median) CPU µs/req (A+B), $(cut -d' ' -f3 "$tmp/$n.res" | median) of it user"
+  echo "$n: median $(cut -d' ' -f1 "$tmp/$n.res" | median) req/s," \
+    "$(awk '{printf "%.0f\n", $1 * 100 / $4}' "$tmp/$n.res" | median) req/s per busy SUT core," \
+    "$(cut -d' ' -f2 "$tmp/$n.res" | median) CPU µs/req (A+B), $(cut -d' ' -f3 "$tmp/$n.res" | median) of it user," \
+    "steal $(cut -d' ' -f5 "$tmp/$n.res" | median) %"
 done
