@@ -6,7 +6,6 @@
 # which stays comparable when the load generator is the bottleneck.
 #
 #   bench/s3-ab.sh OLD_BIN NEW_BIN          # DUR=5 ROUNDS=6 CONNS=32
-#   bench/s3-ab.sh nginx NEW_BIN            # against nginx (peer-bench's config)
 #   INSTR=1 bench/s3-ab.sh OLD_BIN NEW_BIN  # instructions per request instead
 #   KEEP=DIR INSTR=1 ...                    # and keep the callgrind profiles
 #
@@ -36,10 +35,6 @@ taskset -c "$SUT_CPU" "$UPSTREAM_BIN" "127.0.0.1:$BASE" >"$tmp/upstream.log" 2>&
 
 pair() { # name bin a_port b_port
   local name=$1 bin=$2 a=$3 b=$4
-  if [ "$bin" = nginx ]; then
-    nginx_pair "$@"
-    return
-  fi
   cat >"$tmp/$name-b.toml" <<T
 [service]
 name = "b"
@@ -80,21 +75,6 @@ T
   taskset -c "$SUT_CPU" "${wrap[@]}" "$bin" --config "$tmp/$name-a.toml" >"$tmp/$name-a.log" 2>&1 & pids+=($!)
   echo $! >>"$tmp/$name.pids"
   for _ in $(seq 300); do curl -fs "http://127.0.0.1:$a/" >/dev/null 2>&1 && break; sleep 0.1; done
-}
-
-nginx_pair() { # name - a_port b_port: nginx as A and B, as peer-bench runs it
-  local name=$1 a=$3 b=$4 side
-  nginx_mtls_b "$tmp/$name-b" "$b" "$BASE" "$tmp/pki"
-  nginx_mtls_a "$tmp/$name-a" "$a" "$b" "$tmp/pki"
-  : >"$tmp/$name.pids"
-  for side in b a; do
-    taskset -c "$SUT_CPU" nginx -p "$tmp/$name-$side/" -c "$tmp/$name-$side/nginx.conf" \
-      -e "$tmp/$name-$side/error.log" & pids+=($!)
-    echo $! >>"$tmp/$name.pids"
-  done
-  for _ in $(seq 300); do curl -fs "http://127.0.0.1:$a/" >/dev/null 2>&1 && break; sleep 0.1; done
-  # The workers do the work: count their CPU too.
-  pgrep -P "$(paste -sd, "$tmp/$name.pids")" >>"$tmp/$name.pids"
 }
 
 if [ -n "${INSTR:-}" ]; then
