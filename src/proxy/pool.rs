@@ -10,7 +10,8 @@
 //! Each connection carries its own timer for the attempts sent on it
 //! ([`within`]). A `tokio::time::timeout` per attempt would be inserted into
 //! the timer wheel and removed again, under the driver's lock, on every
-//! request; the connection's timer is moved only when it fires.
+//! request; the connection's timer is moved only when it fires early, or
+//! when an attempt's deadline is sooner than the one it is set to.
 
 use std::future::Future;
 use std::pin::Pin;
