@@ -33,7 +33,7 @@ for run in sys.argv[1:]:
     rows = [r for r in rows if r.get("scenario") == scenario and not r.get("failed")]
     runs += bool(rows)
     for r in rows:
-        if (r.get("steal") or 0) < max_steal:
+        if r.get("steal") is not None and r["steal"] < max_steal:  # unknown is not quiet
             slots.setdefault(r["peer"], []).append(float(r[field]))
 print(f"{scenario} {field}: {runs} runs, slots with steal < {max_steal} % of a core")
 # Best first: the highest req/s, the lowest latency.
