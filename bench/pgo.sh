@@ -15,7 +15,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 llvm=$(rustc -vV | awk '/^LLVM version/ {split($3, v, "."); print v[1]}')
 profdata=llvm-profdata-$llvm
-command -v "$profdata" >/dev/null || apt-get install -y -q "llvm-$llvm" >/dev/null
+# apt-get update first: a fresh machine may have no package lists yet.
+command -v "$profdata" >/dev/null ||
+  { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "llvm-$llvm" >/dev/null; }
 raw=$PWD/target/pgo-raw
 rm -rf "$raw" && mkdir -p "$raw"
 
