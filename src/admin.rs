@@ -13,7 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use crate::body::{self, BoxBody};
 use crate::log::Sink;
 use crate::metrics::Metrics;
-use crate::proxy::outbound::Route;
+use crate::proxy::outbound::Destination;
 use crate::server::OpenRequest;
 
 /// What the admin endpoints report on.
@@ -23,7 +23,7 @@ pub struct Admin {
     /// True once every listener is bound; false again when draining.
     pub ready: AtomicBool,
     /// Outbound routes, for `/upstreams`.
-    pub upstreams: Vec<Arc<Route>>,
+    pub upstreams: Vec<Arc<Destination>>,
     /// For the dropped-lines count.
     pub sink: Sink,
     /// Loaded certificates: their expiry gauge and where to read `not_after`.

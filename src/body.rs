@@ -143,11 +143,6 @@ where
     }
 }
 
-/// Finds a `BodyError` anywhere in an error's source chain.
-pub fn body_error_in(err: &(dyn std::error::Error + 'static)) -> Option<BodyError> {
-    crate::error::find::<BodyError>(err).copied()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,7 +174,10 @@ mod tests {
     async fn fails_a_body_over_the_limit() {
         let body = GuardedBody::new(chunks(&[b"abc", b"def"]), 5, Duration::from_secs(1), None);
         let err = body.collect().await.unwrap_err();
-        assert_eq!(body_error_in(&*err), Some(BodyError::TooLarge(5)));
+        assert_eq!(
+            crate::error::find::<BodyError>(&*err).copied(),
+            Some(BodyError::TooLarge(5))
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -188,7 +186,7 @@ mod tests {
         let body = GuardedBody::new(stalled, 5, Duration::from_secs(3), None);
         let err = body.collect().await.unwrap_err();
         assert_eq!(
-            body_error_in(&*err),
+            crate::error::find::<BodyError>(&*err).copied(),
             Some(BodyError::Idle(Duration::from_secs(3)))
         );
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::{self, BodyError, BoxBody};
-use crate::proxy::headers::X_KAWAL_ERROR;
+use crate::headers::X_KAWAL_ERROR;
 
 /// A failure kawal reports to its client instead of an upstream response.
 #[derive(Debug, thiserror::Error)]

@@ -14,11 +14,14 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod headers;
 pub mod log;
+pub mod matcher;
 pub mod metrics;
 pub mod proxy;
 pub mod resilience;
 pub mod server;
+pub mod timer;
 pub mod tls;
 pub mod trace;
 
@@ -35,7 +38,7 @@ use crate::config::{Config, LogLevel};
 use crate::log::Sink;
 use crate::metrics::Metrics;
 use crate::proxy::inbound::Inbound;
-use crate::proxy::outbound::{Outbound, Route};
+use crate::proxy::outbound::{Destination, Outbound};
 use crate::proxy::retry::Resilience;
 use crate::proxy::upstream::{Upstream, UpstreamSettings};
 use crate::proxy::Shared;
@@ -281,16 +284,16 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
             if upstream.needs_resolving() {
                 abort_on_shutdown(&mut tasks, &shutdown_rx, upstream.spawn_resolver());
             }
-            let route = Arc::new(Route {
+            let destination = Arc::new(Destination {
                 metrics: metrics.route("outbound", name),
                 resilience: Resilience::new(u, metrics.resilience(name)),
                 upstream,
             });
             for host in std::iter::once(name).chain(&u.hosts) {
-                routes.insert(host.to_ascii_lowercase(), route.clone());
+                routes.insert(host.to_ascii_lowercase(), destination.clone());
             }
-            by_name.insert(name.clone(), route.clone());
-            upstreams.push(route);
+            by_name.insert(name.clone(), destination.clone());
+            upstreams.push(destination);
         }
         let outbound = Arc::new(Outbound {
             shared: shared.clone(),

@@ -96,7 +96,7 @@ impl ConnInfo {
                 .as_deref()
                 .and_then(|id| http::HeaderValue::from_str(id).ok()),
             identity,
-            peer_ip: crate::proxy::headers::ip_header_value(peer.ip()),
+            peer_ip: crate::headers::ip_header_value(peer.ip()),
             requests: RequestCounts::default(),
         })
     }

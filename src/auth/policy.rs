@@ -21,6 +21,8 @@ use std::collections::BTreeMap;
 use http::Method;
 use serde::Deserialize;
 
+use crate::matcher::{Pattern, RouteMatch};
+
 /// One `[[inbound.allow]]` rule, as written in the config file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,119 +67,7 @@ pub struct Policy {
 #[derive(Debug, Clone)]
 struct Rule {
     identities: Vec<Pattern>,
-    scope: Scope,
-}
-
-/// Which requests a rule is about: methods × path patterns.
-#[derive(Debug, Clone)]
-struct Scope {
-    // `None` means any method.
-    methods: Option<Vec<Method>>,
-    paths: Vec<Pattern>,
-}
-
-impl Scope {
-    /// `methods`/`paths` as written; absent means any.
-    fn compile(methods: &Option<Vec<String>>, paths: &Option<Vec<String>>) -> Result<Scope, String> {
-        let methods = match methods {
-            Some(m) => parse_methods(m)?,
-            None => None,
-        };
-        let paths = match paths {
-            Some(p) if p.is_empty() => return Err("empty paths list (omit it to allow any path)".into()),
-            Some(p) => p.iter().map(|p| parse_path(p)).collect::<Result<_, _>>()?,
-            None => vec![Pattern::Any],
-        };
-        Ok(Scope { methods, paths })
-    }
-
-    fn matches(&self, method: &Method, path: &str) -> bool {
-        self.methods.as_ref().is_none_or(|ms| ms.contains(method))
-            && self.paths.iter().any(|p| p.matches(path))
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Pattern {
-    Any,
-    Exact(String),
-    /// Holds the prefix including its trailing `/`.
-    Prefix(String),
-}
-
-impl Pattern {
-    fn parse(raw: &str, what: &str) -> Result<Pattern, String> {
-        if raw == "*" {
-            return Ok(Pattern::Any);
-        }
-        if raw.is_empty() {
-            return Err(format!("empty {what} pattern"));
-        }
-        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!(
-                "{what} pattern {raw:?} contains whitespace or control characters"
-            ));
-        }
-        let (body, prefix) = match raw.strip_suffix("/*") {
-            Some(head) => (head, true),
-            None => (raw, false),
-        };
-        if body.contains('*') {
-            return Err(format!(
-                "{what} pattern {raw:?}: `*` is allowed only alone or as a final `/*` segment"
-            ));
-        }
-        Ok(if prefix {
-            Pattern::Prefix(format!("{body}/"))
-        } else {
-            Pattern::Exact(raw.to_owned())
-        })
-    }
-
-    fn matches(&self, value: &str) -> bool {
-        match self {
-            Pattern::Any => true,
-            Pattern::Exact(e) => e == value,
-            Pattern::Prefix(p) => value.starts_with(p.as_str()),
-        }
-    }
-}
-
-fn parse_path(raw: &str) -> Result<Pattern, String> {
-    let pattern = Pattern::parse(raw, "path")?;
-    if pattern != Pattern::Any && !raw.starts_with('/') {
-        return Err(format!("path pattern {raw:?} must start with `/`"));
-    }
-    // The policy sees the path only; a query or fragment here could never match.
-    if raw.contains(['?', '#']) {
-        return Err(format!("path pattern {raw:?} must not contain `?` or `#`"));
-    }
-    Ok(pattern)
-}
-
-fn parse_methods(raw: &[String]) -> Result<Option<Vec<Method>>, String> {
-    if raw.is_empty() {
-        return Err("empty methods list (omit it to allow any method)".into());
-    }
-    if raw.iter().any(|m| m == "*") {
-        if raw.len() > 1 {
-            return Err("`*` in methods must be the only entry".into());
-        }
-        return Ok(None);
-    }
-    raw.iter()
-        .map(|m| {
-            // Methods are case-sensitive on the wire; a lowercase `get` would silently never match.
-            let valid = !m.is_empty()
-                && m.bytes()
-                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b"-_.!".contains(&b));
-            if !valid {
-                return Err(format!("method {m:?} must be an uppercase token such as GET"));
-            }
-            Method::from_bytes(m.as_bytes()).map_err(|_| format!("invalid method {m:?}"))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
+    scope: RouteMatch,
 }
 
 fn compile(index: usize, rule: &AllowRule) -> Result<Rule, String> {
@@ -193,7 +83,7 @@ fn compile(index: usize, rule: &AllowRule) -> Result<Rule, String> {
         .map(|i| Pattern::parse(i, "identity"))
         .collect::<Result<_, _>>()
         .map_err(at)?;
-    let scope = Scope::compile(&rule.methods, &rule.paths).map_err(at)?;
+    let scope = RouteMatch::compile(&rule.methods, &rule.paths).map_err(at)?;
     Ok(Rule { identities, scope })
 }
 
@@ -250,7 +140,7 @@ pub struct ClaimRoute {
 /// first), so a stricter route can never be shadowed by a looser one.
 #[derive(Debug, Clone, Default)]
 pub struct ClaimRoutes {
-    routes: Vec<(Scope, BTreeMap<String, String>)>,
+    routes: Vec<(RouteMatch, BTreeMap<String, String>)>,
 }
 
 impl ClaimRoutes {
@@ -262,7 +152,7 @@ impl ClaimRoutes {
                 return Err(at("require_claims is empty".into()));
             }
             Ok((
-                Scope::compile(&r.methods, &r.paths).map_err(at)?,
+                RouteMatch::compile(&r.methods, &r.paths).map_err(at)?,
                 r.require_claims.clone(),
             ))
         };

@@ -22,12 +22,12 @@ use http::request::Parts;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
-use super::headers::{self, X_FORWARDED_PROTO, X_KAWAL_PEER_IDENTITY, X_KAWAL_USER};
 use super::upstream::Upstream;
 use super::{check_head, guard_request_body, prepare_forward, Direction, Exchange, Shared};
 use crate::auth::{Decision, JwtError, JwtVerifier, Policy};
 use crate::body::BoxBody;
 use crate::error::ProxyError;
+use crate::headers::{self, X_FORWARDED_PROTO, X_KAWAL_PEER_IDENTITY, X_KAWAL_USER};
 use crate::metrics::RouteMetrics;
 use crate::server::{ConnInfo, OpenRequest};
 use crate::trace::RequestTrace;

@@ -6,7 +6,6 @@
 //! live here because both directions take them the same way.
 
 pub mod connect;
-pub mod headers;
 pub mod inbound;
 pub mod outbound;
 pub mod path;
@@ -30,10 +29,11 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
-use self::pool::UpstreamBody;
+use self::upstream::UpstreamBody;
 use crate::body::{BoxBody, BoxError, ByteCount, GuardedBody};
 use crate::config::Limits;
 use crate::error::ProxyError;
+use crate::headers;
 use crate::log::{AccessLine, AccessLog};
 use crate::metrics::RouteMetrics;
 use crate::server::OpenRequest;

@@ -18,17 +18,18 @@ use std::sync::Arc;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use super::headers;
 use super::retry::{Attempt, Resilience};
 use super::upstream::Upstream;
 use super::{check_head, guard_request_body, prepare_forward, Direction, Exchange, Shared};
 use crate::body::BoxBody;
 use crate::error::ProxyError;
+use crate::headers;
 use crate::metrics::RouteMetrics;
 use crate::server::OpenRequest;
 
-/// An upstream with its retry/breaker state and metric handles.
-pub struct Route {
+/// Where a routed request goes: an upstream with its retry/breaker state
+/// and metric handles.
+pub struct Destination {
     /// The upstream.
     pub upstream: Arc<Upstream>,
     /// Retry policy, budget and circuit breaker.
@@ -45,9 +46,9 @@ pub struct Outbound {
     /// SipHash: the table is fixed at start, so a client's names are only
     /// looked up, never inserted; a lookup took ~420 instructions with
     /// SipHash, ~200 with foldhash.
-    pub routes: foldhash::HashMap<String, Arc<Route>>,
-    /// Route for unknown hosts.
-    pub default_route: Option<Arc<Route>>,
+    pub routes: foldhash::HashMap<String, Arc<Destination>>,
+    /// Where unknown hosts go, when configured.
+    pub default_route: Option<Arc<Destination>>,
     /// Metrics for requests that matched no route.
     pub unrouted: RouteMetrics,
     /// `[outbound] user_header`: the app's name for its end user.
@@ -105,7 +106,7 @@ impl Outbound {
     }
 
     /// Finds the upstream for an authority: exact `host:port`, then `host`.
-    fn route(&self, authority: &http::HeaderValue) -> Result<&Arc<Route>, ProxyError> {
+    fn route(&self, authority: &http::HeaderValue) -> Result<&Arc<Destination>, ProxyError> {
         // `check_authority` let only host[:port] bytes through: ASCII.
         let full = authority.to_str().unwrap_or_default();
         // The host is a prefix ending before an ASCII ':', a char boundary.

@@ -17,13 +17,13 @@ use http::request::Parts;
 use http::{header, Request, Response};
 use http_body_util::BodyExt;
 
-use super::headers::{self, IDEMPOTENCY_KEY};
-use super::pool::UpstreamBody;
 use super::upstream::Upstream;
+use super::upstream::UpstreamBody;
 use super::Shared;
 use crate::body::{self, BoxBody};
 use crate::config::{RetryOn, UpstreamConfig};
 use crate::error::ProxyError;
+use crate::headers::{self, IDEMPOTENCY_KEY};
 use crate::metrics::ResilienceMetrics;
 use crate::resilience::backoff::Backoff;
 use crate::resilience::breaker::{Breaker, BreakerPolicy, Outcome, Permit, Transition};
@@ -123,7 +123,7 @@ impl Resilience {
         match declared {
             Some(len) if len <= self.max_replay_body => match body.collect().await {
                 Ok(collected) => Ok(ReplayBody::Kept(collected.to_bytes())),
-                Err(e) => Err(match crate::body::body_error_in(&*e) {
+                Err(e) => Err(match crate::error::find::<crate::body::BodyError>(&*e).copied() {
                     Some(body_error) => body_error.into(),
                     None => ProxyError::BadRequest(format!("request body: {e}")),
                 }),

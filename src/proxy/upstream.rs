@@ -10,14 +10,19 @@
 //! one connection of its own.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http::header::HOST;
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request, Response, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::client::conn::http2;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -25,12 +30,13 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rand::Rng;
 use tokio::time::Instant;
 
-use crate::body::{body_error_in, BoxBody};
+use crate::body::{BodyError, BoxBody};
 use crate::config::{HostPort, Protocol};
 use crate::error::{error_chain, find, ProxyError};
+use crate::headers;
 use crate::proxy::connect::{Conn, Connector, TlsConnectError};
-use crate::proxy::headers;
-use crate::proxy::pool::{within, IdlePool, PooledConn, UpstreamBody};
+use crate::proxy::pool::{IdlePool, PooledConn};
+use crate::timer::within;
 use crate::tls::ClientTls;
 
 /// How to reach one upstream.
@@ -79,6 +85,96 @@ pub struct InFlight(Arc<Endpoint>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An upstream response body; an HTTP/1.1 connection rides along and goes
+/// back to its pool once the body has ended cleanly, and the endpoint counts
+/// the exchange as outstanding (for load balancing) until then.
+pub struct UpstreamBody {
+    inner: Incoming,
+    reuse: Option<(PooledConn, Arc<IdlePool>)>,
+    in_flight: Option<InFlight>,
+}
+
+impl UpstreamBody {
+    /// A body whose connection is not pooled here (HTTP/2).
+    pub fn plain(inner: Incoming) -> UpstreamBody {
+        UpstreamBody {
+            inner,
+            reuse: None,
+            in_flight: None,
+        }
+    }
+
+    /// A body that hands `conn` back to `pool` when it ends; a response
+    /// without a body hands it back at once.
+    pub fn pooled(inner: Incoming, conn: PooledConn, pool: Arc<IdlePool>) -> UpstreamBody {
+        let mut body = UpstreamBody {
+            inner,
+            reuse: Some((conn, pool)),
+            in_flight: None,
+        };
+        if body.inner.is_end_stream() {
+            body.release();
+        }
+        body
+    }
+
+    /// Keeps the endpoint's outstanding count up until the body ends.
+    pub fn holding(mut self, in_flight: InFlight) -> UpstreamBody {
+        if !self.inner.is_end_stream() {
+            self.in_flight = Some(in_flight);
+        }
+        self
+    }
+
+    fn release(&mut self) {
+        self.in_flight = None;
+        if let Some((conn, pool)) = self.reuse.take() {
+            pool.put(conn);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.release(),
+            // A broken exchange leaves the connection in no state to reuse.
+            Poll::Ready(Some(Err(_))) => {
+                self.reuse = None;
+                self.in_flight = None;
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // Read to the end without the final poll (a length-delimited body
+        // whose last frame was taken): still reusable. Dropped midway: the
+        // sender goes with it and hyper closes the connection.
+        if self.inner.is_end_stream() {
+            self.release();
+        }
     }
 }
 
@@ -382,7 +478,7 @@ impl Upstream {
     fn classify(&self, err: &(dyn std::error::Error + 'static), connect: bool) -> ProxyError {
         let upstream = self.name.to_string();
         // The client's own request body may be why the exchange failed.
-        if let Some(e) = body_error_in(err) {
+        if let Some(e) = find::<BodyError>(err).copied() {
             return e.into();
         }
         let cause = error_chain(err);

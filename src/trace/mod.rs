@@ -12,7 +12,7 @@ use http::HeaderMap;
 pub use context::{SpanId, TraceContext, TraceId};
 
 use crate::config::{Propagation, Tracing};
-use crate::proxy::headers::{first, has, values, TRACEPARENT, TRACESTATE, X_TRACE_ID};
+use crate::headers::{first, has, values, TRACEPARENT, TRACESTATE, X_TRACE_ID};
 
 /// The trace position of one request as it passes through kawal.
 #[derive(Debug, Clone, Copy)]
