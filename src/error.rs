@@ -7,9 +7,10 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
-use crate::body::{self, BodyError, BoxBody};
+use crate::body::BodyError;
 use crate::headers::X_KAWAL_ERROR;
 
 /// A failure kawal reports to its client instead of an upstream response.
@@ -159,7 +160,7 @@ impl ProxyError {
     }
 
     /// The response kawal sends for this error.
-    pub fn to_response(&self, trace_id: &str) -> Response<BoxBody> {
+    pub fn to_response(&self, trace_id: &str) -> Response<Bytes> {
         let mut body = serde_json::json!({
             "error": self.kind(),
             "message": self.to_string(),
@@ -184,7 +185,7 @@ impl ProxyError {
             }
             _ => {}
         }
-        let mut res = Response::new(body::full(body.to_string()));
+        let mut res = Response::new(Bytes::from(body.to_string()));
         *res.status_mut() = self.status();
         let h = res.headers_mut();
         h.insert(X_KAWAL_ERROR, HeaderValue::from_static(self.kind()));
@@ -254,7 +255,6 @@ mod tests {
         ));
         assert!(find::<std::fmt::Error>(&io).is_none());
     }
-    use http_body_util::BodyExt;
 
     #[tokio::test]
     async fn circuit_open_is_503_with_retry_after_and_json_naming_the_upstream() {
@@ -266,7 +266,7 @@ mod tests {
         assert_eq!(res.status(), 503);
         assert_eq!(res.headers()["x-kawal-error"], "circuit_open");
         assert_eq!(res.headers()["retry-after"], "2");
-        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let body = res.into_body();
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(json["error"], "circuit_open");
         assert_eq!(json["upstream"], "payment");

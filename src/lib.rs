@@ -18,6 +18,7 @@ pub mod headers;
 pub mod log;
 pub mod matcher;
 pub mod metrics;
+pub mod phase;
 pub mod proxy;
 pub mod resilience;
 pub mod server;

@@ -190,6 +190,13 @@ pub struct AccessLine<'a> {
     /// every authorization decision is on record (a denial is a 403 line).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authz_rule: Option<usize>,
+    /// What the response cache did: hit, miss, stale, revalidated, coalesced, bypass.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<&'a str>,
+    /// What the idempotency/ordering guard did: new, replayed, duplicate,
+    /// conflict, mismatch, stale, queued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guard: Option<&'a str>,
     /// Request body bytes received.
     pub bytes_in: u64,
     /// Response body bytes sent.

@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::{watch, Notify, Semaphore};
 
-use crate::body::BoxBody;
+use crate::body::BoxError;
 use crate::config::Limits;
 use crate::tls::{ServerTls, TlsConn};
 pub use head::OpenRequest;
@@ -113,7 +113,7 @@ pub struct TlsListener {
 /// Serves connections from `listener` until `shutdown` fires, then lets the
 /// in-flight ones finish for up to `grace`.
 #[allow(clippy::too_many_arguments)]
-pub async fn serve<H, F>(
+pub async fn serve<H, F, B>(
     name: &'static str,
     listener: TcpListener,
     tls: Option<TlsListener>,
@@ -124,7 +124,8 @@ pub async fn serve<H, F>(
     open: Gauge,
 ) where
     H: Fn(Request<Incoming>, OpenRequest) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Result<Response<BoxBody>, Infallible>> + Send + 'static,
+    F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes, Error = BoxError> + Send + 'static,
 {
     let drain = Drain::default();
     // A slot per open connection: when all are taken, accepting waits and
@@ -214,7 +215,7 @@ fn parser_max_headers(limit: usize) -> usize {
 }
 
 /// Serves HTTP on one accepted connection, watched for graceful shutdown.
-fn serve_connection<I, H, F>(
+fn serve_connection<I, H, F, B>(
     http: &Http,
     drain: Drain,
     io: I,
@@ -224,7 +225,8 @@ fn serve_connection<I, H, F>(
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     H: Fn(Request<Incoming>, OpenRequest) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Result<Response<BoxBody>, Infallible>> + Send + 'static,
+    F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes, Error = BoxError> + Send + 'static,
 {
     let peer = info.peer;
     // The handler's future is hyper's service future as it is: not boxed

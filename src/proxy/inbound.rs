@@ -22,10 +22,10 @@ use http::request::Parts;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
+use super::exchange::ClientBody;
 use super::upstream::Upstream;
-use super::{check_head, guard_request_body, prepare_forward, Direction, Exchange, Shared};
+use super::{check_head, guard_request_body, prepare_forward, Direction, Exchange, Reply, Shared};
 use crate::auth::{Decision, JwtError, JwtVerifier, Policy};
-use crate::body::BoxBody;
 use crate::error::ProxyError;
 use crate::headers::{self, X_FORWARDED_PROTO, X_KAWAL_PEER_IDENTITY, X_KAWAL_USER};
 use crate::metrics::RouteMetrics;
@@ -54,7 +54,7 @@ impl Inbound {
         self: Arc<Self>,
         req: Request<Incoming>,
         conn: OpenRequest,
-    ) -> Result<Response<BoxBody>, Infallible> {
+    ) -> Result<Response<ClientBody>, Infallible> {
         let (mut parts, body) = req.into_parts();
         // 1. trace
         let trace = self.shared.propagator.start(&parts.headers);
@@ -92,9 +92,11 @@ impl Inbound {
             ex.upstream = Some(self.app.name.clone());
             ex.attempts = 1;
             let body = guard_request_body(body, &self.shared.limits, ex.bytes_in.clone());
-            self.app
+            let res = self
+                .app
                 .send(Request::from_parts(parts, body), self.timeout)
-                .await
+                .await?;
+            Ok::<_, ProxyError>(Reply::from(res))
         }
         .await;
 

@@ -18,10 +18,10 @@ use std::sync::Arc;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
+use super::exchange::ClientBody;
 use super::retry::{Attempt, Resilience};
 use super::upstream::Upstream;
-use super::{check_head, guard_request_body, prepare_forward, Direction, Exchange, Shared};
-use crate::body::BoxBody;
+use super::{check_head, guard_request_body, prepare_forward, Direction, Exchange, Reply, Shared};
 use crate::error::ProxyError;
 use crate::headers;
 use crate::metrics::RouteMetrics;
@@ -61,7 +61,7 @@ impl Outbound {
         self: Arc<Self>,
         req: Request<Incoming>,
         open_request: OpenRequest,
-    ) -> Result<Response<BoxBody>, Infallible> {
+    ) -> Result<Response<ClientBody>, Infallible> {
         let (mut parts, body) = req.into_parts();
         // 1. trace
         let trace = self.shared.propagator.start(&parts.headers);
@@ -97,7 +97,11 @@ impl Outbound {
                 shared: &self.shared,
                 count: &mut ex.attempts,
             };
-            route.resilience.send(&route.upstream, parts, body, attempt).await
+            let res = route
+                .resilience
+                .send(&route.upstream, parts, body, attempt)
+                .await?;
+            Ok::<_, ProxyError>(Reply::from(res))
         }
         .await;
 

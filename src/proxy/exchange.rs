@@ -1,0 +1,539 @@
+//! One request's record, and the response that carries it to its end.
+//!
+//! [`Exchange`] collects what the access line, the span and the metrics
+//! need while the handler's steps run, and the [`ResponsePhases`] features
+//! registered. [`Exchange::respond`] is the last step of both directions: it
+//! turns the handler's [`Reply`] (the upstream's response, or one of kawal's
+//! own) or its error into the response sent, runs the features' head phase,
+//! and hands everything to a [`ClientBody`], which runs their end phase and
+//! writes the access line exactly once, when the body ends or is dropped.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Method, Response, StatusCode, Uri};
+use http_body::{Body, Frame, SizeHint};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+
+use super::upstream::UpstreamBody;
+use super::Shared;
+use crate::body::{BoxError, ByteCount, GuardedBody};
+use crate::error::ProxyError;
+use crate::headers;
+use crate::log::AccessLine;
+use crate::metrics::RouteMetrics;
+use crate::phase::{BodyEnd, ResponsePhases};
+use crate::server::OpenRequest;
+use crate::trace::export::SpanRecord;
+use crate::trace::RequestTrace;
+
+/// Which way a request flows; used in logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From another service to the local app.
+    Inbound,
+    /// From the local app to another service.
+    Outbound,
+}
+
+impl Direction {
+    /// `inbound` or `outbound`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// What the handler's steps produced: the upstream's response, or one kawal
+/// answers with itself (a stored response, a replay).
+pub enum Reply {
+    /// Streamed from the upstream (or the app).
+    Upstream(Response<UpstreamBody>),
+    /// kawal's own, whole.
+    Own(Response<Bytes>),
+}
+
+impl From<Response<UpstreamBody>> for Reply {
+    fn from(res: Response<UpstreamBody>) -> Reply {
+        Reply::Upstream(res)
+    }
+}
+
+impl From<Response<Bytes>> for Reply {
+    fn from(res: Response<Bytes>) -> Reply {
+        Reply::Own(res)
+    }
+}
+
+/// Everything the access log line and the metrics need, carried with the
+/// response body until it ends, so duration and bytes out are the real ones.
+pub struct Exchange {
+    /// Request direction.
+    pub direction: Direction,
+    /// When the request head arrived.
+    pub started: Instant,
+    /// Trace position.
+    pub trace: RequestTrace,
+    /// Request method.
+    pub method: Method,
+    /// Request target (normalized once checked).
+    pub uri: Uri,
+    /// Upstream name, once routed.
+    pub upstream: Option<Arc<str>>,
+    /// Upstream attempts made.
+    pub attempts: u32,
+    /// Request body bytes received.
+    pub bytes_in: ByteCount,
+    /// Error kind and detail, if kawal answered itself or the stream broke.
+    pub error: Option<(&'static str, String)>,
+    /// The verified peer identity, inbound over mTLS.
+    pub peer_identity: Option<Arc<str>>,
+    /// The verified user: JWT `sub`, else the peer identity.
+    pub user_id: Option<Arc<str>>,
+    /// The allow rule that let the request through, when a policy is set.
+    pub authz_rule: Option<usize>,
+    /// What the response cache did (`hit`, `miss`, ...), when one is on.
+    pub cache: Option<&'static str>,
+    /// What the idempotency/ordering guard did (`new`, `replayed`, ...).
+    pub guard: Option<&'static str>,
+    /// The client connection's pending switch, for a WebSocket handshake.
+    pub upgrade: Option<OnUpgrade>,
+    /// Features' response phases, in registration order.
+    phases: Vec<Box<dyn ResponsePhases>>,
+}
+
+impl Exchange {
+    /// Starts the record of one request.
+    pub fn new(direction: Direction, parts: &Parts, trace: RequestTrace) -> Exchange {
+        Exchange {
+            direction,
+            started: Instant::now(),
+            trace,
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            upstream: None,
+            attempts: 0,
+            bytes_in: ByteCount::default(),
+            error: None,
+            peer_identity: None,
+            user_id: None,
+            authz_rule: None,
+            cache: None,
+            guard: None,
+            upgrade: None,
+            phases: Vec::new(),
+        }
+    }
+
+    /// Registers a feature's response phases: its head, data and end
+    /// callbacks run on this request's response.
+    pub fn watch(&mut self, phases: Box<dyn ResponsePhases>) {
+        self.phases.push(phases);
+    }
+
+    /// Step: answer the client with the reply or the rescued error; the
+    /// features' head phase runs here, their end phase, the access line and
+    /// the metrics when the body ends. The request stays open until then.
+    pub fn respond(
+        mut self,
+        result: Result<Reply, ProxyError>,
+        open_request: OpenRequest,
+        shared: &Arc<Shared>,
+        metrics: RouteMetrics,
+    ) -> Response<ClientBody> {
+        let mut open_request = Some(open_request);
+        let result = match result {
+            Ok(Reply::Upstream(res)) => self.switch_protocols(res, &mut open_request).map(|res| {
+                let (parts, body) = res.into_parts();
+                let idle = shared.limits.body_idle_timeout.0;
+                let body = GuardedBody::new(body, u64::MAX, idle, None);
+                Response::from_parts(parts, ResponseBody::Upstream(body))
+            }),
+            Ok(Reply::Own(res)) => Ok(res.map(|b| ResponseBody::Own((!b.is_empty()).then_some(b)))),
+            Err(e) => Err(e),
+        };
+        let res = match result {
+            Ok(res) => {
+                let switched = res.status() == StatusCode::SWITCHING_PROTOCOLS;
+                let (mut parts, body) = res.into_parts();
+                headers::strip_hop_by_hop(&mut parts.headers);
+                if switched {
+                    headers::set_websocket_upgrade(&mut parts.headers);
+                }
+                // The upstream's HTTP version is its own business: the client
+                // gets what its connection speaks (hyper adapts from 1.1).
+                parts.version = http::Version::HTTP_11;
+                Response::from_parts(parts, body)
+            }
+            Err(err) => {
+                let trace_id = self.trace.trace_id.to_string();
+                self.error = Some((err.kind(), err.to_string()));
+                err.to_response(&trace_id).map(|b| ResponseBody::Own(Some(b)))
+            }
+        };
+        let (mut parts, body) = res.into_parts();
+        self.trace.stamp_response(&mut parts.headers);
+        let mut phases = std::mem::take(&mut self.phases);
+        for phase in &mut phases {
+            phase.head(&mut parts);
+        }
+        let status = parts.status.as_u16();
+        let finish = Finish {
+            exchange: self,
+            status,
+            shared: shared.clone(),
+            metrics,
+            _open_request: open_request,
+        };
+        Response::from_parts(parts, ClientBody::new(body, phases, Some(finish)))
+    }
+
+    /// A 101 accepts the WebSocket handshake: once both connections have
+    /// switched, a task copies bytes between them until either side closes.
+    /// A 101 to a request that asked for no upgrade is the upstream's fault.
+    /// The tunnel holds the open request: its connection waits for no
+    /// head until it closes.
+    fn switch_protocols(
+        &mut self,
+        mut res: Response<UpstreamBody>,
+        open_request: &mut Option<OpenRequest>,
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
+        if res.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(res);
+        }
+        let Some(client) = self.upgrade.take() else {
+            return Err(ProxyError::UpstreamReset {
+                upstream: self.upstream.as_deref().unwrap_or("-").to_string(),
+                cause: "101 Switching Protocols to a request that asked for no upgrade".into(),
+            });
+        };
+        let upstream = hyper::upgrade::on(&mut res);
+        let trace_id = self.trace.trace_id;
+        let open_request = open_request.take();
+        tokio::spawn(async move {
+            let _open_request = open_request;
+            let joined = async {
+                let (client, upstream) = tokio::try_join!(client, upstream)?;
+                let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                Ok::<_, BoxError>(tokio::io::copy_bidirectional(&mut client, &mut upstream).await?)
+            };
+            match joined.await {
+                Ok((sent, received)) => {
+                    tracing::debug!(event = "websocket_closed", traceId = %trace_id, sent, received)
+                }
+                Err(e) => tracing::debug!(event = "websocket_closed", traceId = %trace_id, error = %e),
+            }
+        });
+        Ok(res)
+    }
+
+    /// The SERVER span of this request: the same ids as its access line.
+    fn server_span<'a>(&'a self, status: u16, error: Option<&'a str>, elapsed: Duration) -> SpanRecord<'a> {
+        use opentelemetry::KeyValue;
+        let mut attributes = Vec::with_capacity(10);
+        attributes.push(KeyValue::new("url.path", self.uri.path().to_string()));
+        attributes.push(KeyValue::new("kawal.direction", self.direction.as_str()));
+        attributes.push(KeyValue::new("kawal.attempts", i64::from(self.attempts)));
+        let optional = [
+            ("kawal.upstream", &self.upstream),
+            ("user.id", &self.user_id),
+            ("kawal.peer_identity", &self.peer_identity),
+        ];
+        for (key, value) in optional {
+            if let Some(v) = value {
+                attributes.push(KeyValue::new(key, v.to_string()));
+            }
+        }
+        // The wall-clock start is derived here, so requests pay no clock read
+        // for it when nothing is exported.
+        let end = SystemTime::now();
+        SpanRecord {
+            kind: opentelemetry::trace::SpanKind::Server,
+            span_id: self.trace.span_id,
+            parent_id: self.trace.parent_id,
+            parent_is_remote: true,
+            method: &self.method,
+            start: end - elapsed,
+            end,
+            status: Some(status),
+            error,
+            attributes,
+        }
+    }
+}
+
+/// The body of a response before it is sent: streamed from the upstream, or
+/// bytes kawal holds. An enum, not a box: an answer of kawal's own costs no
+/// allocation.
+pub enum ResponseBody {
+    /// The upstream's body, with the idle timeout.
+    Upstream(GuardedBody<UpstreamBody>),
+    /// Bytes kawal answers with (taken on the first poll).
+    Own(Option<Bytes>),
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ResponseBody::Upstream(body) => Pin::new(body).poll_frame(cx),
+            ResponseBody::Own(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Upstream(body) => body.is_end_stream(),
+            ResponseBody::Own(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Upstream(body) => body.size_hint(),
+            ResponseBody::Own(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+/// The access line, span and metrics of one exchange, written at body end.
+pub struct Finish {
+    exchange: Exchange,
+    status: u16,
+    shared: Arc<Shared>,
+    metrics: RouteMetrics,
+    /// Ends with the response (none after a switch to a tunnel).
+    _open_request: Option<OpenRequest>,
+}
+
+impl Finish {
+    fn write(&self, bytes_out: u64, broken: Option<&str>) {
+        let e = &self.exchange;
+        let elapsed = e.started.elapsed();
+        self.metrics.record(self.status, elapsed);
+        let (error, detail) = match (&e.error, broken) {
+            (Some((kind, detail)), _) => (Some(*kind), Some(detail.as_str())),
+            (None, Some(detail)) => (Some("response_aborted"), Some(detail)),
+            (None, None) => (None, None),
+        };
+        if let Some(spans) = self.shared.spans.as_ref().filter(|_| e.trace.sampled) {
+            spans.record(&e.trace, e.server_span(self.status, error, elapsed));
+        }
+        let Some(access_log) = &self.shared.access_log else {
+            return;
+        };
+        access_log.write(&AccessLine {
+            timestamp: crate::log::now_rfc3339(),
+            level: "info",
+            service_name: &self.shared.service,
+            trace_id: e.trace.trace_id.to_string(),
+            span_id: e.trace.span_id.to_string(),
+            parent_span_id: e.trace.parent_id.map(|p| p.to_string()),
+            direction: e.direction.as_str(),
+            method: e.method.as_str(),
+            path: e.uri.path(),
+            status_code: self.status,
+            duration: crate::log::millis(elapsed),
+            upstream: e.upstream.as_deref(),
+            attempts: e.attempts,
+            user_id: e.user_id.as_deref(),
+            peer_identity: e.peer_identity.as_deref(),
+            authz_rule: e.authz_rule,
+            cache: e.cache,
+            guard: e.guard,
+            bytes_in: e.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
+            bytes_out,
+            error,
+            error_detail: detail,
+        });
+    }
+}
+
+/// The body sent to the client. It passes each chunk to the features'
+/// data phase and, when it ends or is dropped, runs their end phase and
+/// writes the access line: exactly once, however it ended.
+pub struct ClientBody {
+    inner: ResponseBody,
+    bytes_out: u64,
+    /// Set when the inner body ended: cleanly, or broken with this cause.
+    ended: Option<Result<(), String>>,
+    phases: Vec<Box<dyn ResponsePhases>>,
+    finish: Option<Finish>,
+}
+
+impl ClientBody {
+    fn new(inner: ResponseBody, phases: Vec<Box<dyn ResponsePhases>>, finish: Option<Finish>) -> ClientBody {
+        ClientBody {
+            inner,
+            bytes_out: 0,
+            ended: None,
+            phases,
+            finish,
+        }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.bytes_out += data.len() as u64;
+                    for phase in &mut this.phases {
+                        phase.data(data);
+                    }
+                }
+            }
+            Poll::Ready(Some(Err(e))) => this.ended = Some(Err(crate::error::error_chain(&**e))),
+            Poll::Ready(None) => this.ended = Some(Ok(())),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ClientBody {
+    fn drop(&mut self) {
+        let (how, broken) = match self.ended.take() {
+            Some(Ok(())) => (BodyEnd::Complete, None),
+            Some(Err(why)) => (BodyEnd::UpstreamBroke, Some(why)),
+            // Read to the end without the final poll (a length-delimited body).
+            None if self.inner.is_end_stream() => (BodyEnd::Complete, None),
+            None => (
+                BodyEnd::ClientGone,
+                Some("client went away before the response ended".to_string()),
+            ),
+        };
+        for phase in self.phases.drain(..) {
+            phase.end(how);
+        }
+        // By reference: moving the finished exchange out would copy it.
+        if let Some(finish) = &self.finish {
+            finish.write(self.bytes_out, broken.as_deref());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    /// Records every phase call.
+    struct Recorder(Arc<Mutex<Vec<String>>>);
+
+    impl ResponsePhases for Recorder {
+        fn data(&mut self, chunk: &Bytes) {
+            self.0.lock().unwrap().push(format!("data {}", chunk.len()));
+        }
+        fn end(self: Box<Self>, how: BodyEnd) {
+            self.0.lock().unwrap().push(format!("end {}", how.as_str()));
+        }
+    }
+
+    /// A real HTTP/1.1 response from a peer that writes `raw` and then
+    /// closes: its body as kawal receives it.
+    async fn upstream_body(raw: &'static [u8]) -> ResponseBody {
+        let (client, mut server) = tokio::io::duplex(4096);
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let _ = tokio::io::AsyncReadExt::read(&mut server, &mut buf).await;
+            server.write_all(raw).await.unwrap();
+            server.shutdown().await.unwrap();
+        });
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake::<_, http_body_util::Empty<Bytes>>(TokioIo::new(client))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let res = sender
+            .send_request(http::Request::new(Default::default()))
+            .await
+            .unwrap();
+        let body = UpstreamBody::plain(res.into_body());
+        ResponseBody::Upstream(GuardedBody::new(body, u64::MAX, Duration::from_secs(5), None))
+    }
+
+    fn recorded(inner: ResponseBody) -> (ClientBody, Arc<Mutex<Vec<String>>>) {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let body = ClientBody::new(inner, vec![Box::new(Recorder(log.clone()))], None);
+        (body, log)
+    }
+
+    fn ends(log: &Mutex<Vec<String>>) -> Vec<String> {
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with("end"))
+            .cloned()
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn end_runs_once_when_the_body_completes() {
+        let (body, log) = recorded(upstream_body(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello").await);
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"hello");
+        assert_eq!(*log.lock().unwrap(), ["data 5", "end complete"]);
+    }
+
+    #[tokio::test]
+    async fn end_runs_once_when_the_client_goes_away_midway() {
+        let raw = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n";
+        let (mut body, log) = recorded(upstream_body(raw).await);
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.data_ref().map(|d| d.len()), Some(5));
+        drop(body);
+        assert_eq!(ends(&log), ["end client_gone"]);
+    }
+
+    #[tokio::test]
+    async fn end_runs_once_when_the_upstream_breaks_midway() {
+        let raw = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly a part";
+        let (body, log) = recorded(upstream_body(raw).await);
+        assert!(body.collect().await.is_err());
+        assert_eq!(ends(&log), ["end upstream_broke"]);
+    }
+
+    #[tokio::test]
+    async fn end_runs_once_for_bytes_of_kawals_own() {
+        let (body, log) = recorded(ResponseBody::Own(Some(Bytes::from_static(b"stored"))));
+        assert_eq!(body.size_hint().exact(), Some(6));
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"stored");
+        assert_eq!(*log.lock().unwrap(), ["data 6", "end complete"]);
+    }
+}
