@@ -94,6 +94,14 @@ pub enum ProxyError {
         /// When the breaker lets a probe through again.
         retry_after: Duration,
     },
+    /// The caller is over a local rate limit (`[[inbound.rate_limits]]`).
+    #[error("rate limit {rule} exceeded")]
+    RateLimited {
+        /// Index of the rule, in config order.
+        rule: usize,
+        /// When the bucket has a token again.
+        retry_after: Duration,
+    },
     /// A bug or an unexpected state: never the client's fault.
     #[error("internal error: {0}")]
     Internal(String),
@@ -118,6 +126,7 @@ impl ProxyError {
             Self::UpstreamReset { .. } => "upstream_reset",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::CircuitOpen { .. } => "circuit_open",
+            Self::RateLimited { .. } => "rate_limited",
             Self::Internal(_) => "internal",
         }
     }
@@ -139,6 +148,7 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -182,6 +192,11 @@ impl ProxyError {
             Self::NoEndpoint(upstream) => {
                 body["upstream"] = upstream.as_str().into();
                 retry_after = Some(1);
+            }
+            Self::RateLimited {
+                retry_after: after, ..
+            } => {
+                retry_after = Some(after.as_secs_f64().ceil().max(1.0) as u64);
             }
             _ => {}
         }

@@ -20,6 +20,7 @@ pub mod matcher;
 pub mod metrics;
 pub mod phase;
 pub mod proxy;
+pub mod ratelimit;
 pub mod resilience;
 pub mod server;
 pub mod timer;
@@ -94,7 +95,7 @@ async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, S
 
 /// Binds every configured listener and starts serving.
 pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
-    let metrics = Metrics::default();
+    let mut metrics = Metrics::default();
     let (spans, exporter) =
         trace::export::Spans::start(&cfg.tracing, &cfg.service.name, metrics.spans()).unzip();
     // At shutdown the last spans get one flush interval and one export to go out.
@@ -219,11 +220,19 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
             }
             None => None,
         };
+        let rate_limits = Arc::new(
+            ratelimit::RateLimits::new(&icfg.rate_limits, metrics.registry_mut())
+                .map_err(StartError::Auth)?,
+        );
+        if !rate_limits.is_empty() {
+            abort_on_shutdown(&mut tasks, &shutdown_rx, rate_limits.spawn_forget_idle());
+        }
         let inbound = Arc::new(Inbound {
             shared: shared.clone(),
             timeout: icfg.timeout.0,
             policy: auth::Policy::new(icfg.allow.clone()).map_err(StartError::Auth)?,
             jwt,
+            rate_limits,
             metrics: metrics.route("inbound", "app"),
             app,
         });

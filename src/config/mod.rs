@@ -103,6 +103,68 @@ pub struct Inbound {
     /// JWT validation of `Authorization: Bearer` tokens.
     #[serde(default)]
     pub jwt: Option<InboundJwt>,
+    /// Local rate limits, each on a methods × paths scope.
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimitRule>,
+}
+
+/// `[[inbound.rate_limits]]`: a token bucket on a route, one per caller
+/// when `key` says so.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitRule {
+    /// HTTP methods; absent or `["*"]` means any method.
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    /// Path patterns (exact, prefix ending in `/*`, or `*`); absent means any.
+    #[serde(default)]
+    pub paths: Option<Vec<String>>,
+    /// Requests allowed per `period`, sustained.
+    pub requests: u32,
+    /// The period `requests` refers to.
+    #[serde(default = "d_1s")]
+    pub period: Dur,
+    /// Requests allowed at once after a quiet spell; default `requests`.
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// Whose bucket a request takes from.
+    #[serde(default)]
+    pub key: RateKey,
+}
+
+/// `key` of a rate limit: whose bucket a request takes from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum RateKey {
+    /// `"route"`: one bucket for every caller.
+    #[default]
+    Route,
+    /// `"identity"`: one per verified peer identity (mTLS).
+    Identity,
+    /// `"user"`: one per verified JWT `sub` (else per peer identity).
+    User,
+    /// `"header:NAME"`: one per value of this request header.
+    Header(http::HeaderName),
+}
+
+impl TryFrom<String> for RateKey {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<RateKey, String> {
+        match s.as_str() {
+            "route" => Ok(RateKey::Route),
+            "identity" => Ok(RateKey::Identity),
+            "user" => Ok(RateKey::User),
+            _ => match s.strip_prefix("header:") {
+                Some(name) => http::HeaderName::from_bytes(name.as_bytes())
+                    .map(RateKey::Header)
+                    .map_err(|_| format!("{name:?} is not a valid header name")),
+                None => Err(format!(
+                    "{s:?} is not a rate limit key: use \"route\", \"identity\", \"user\" or \"header:NAME\""
+                )),
+            },
+        }
+    }
 }
 
 /// `[inbound.jwt]`
@@ -748,6 +810,22 @@ fn validate(cfg: &Config) -> Vec<(Vec<String>, String)> {
     if let Some(inbound) = &cfg.inbound {
         if let Err(msg) = crate::auth::Policy::new(inbound.allow.clone()) {
             bad(&["inbound", "allow"], msg);
+        }
+        for (i, rule) in inbound.rate_limits.iter().enumerate() {
+            let at = i.to_string();
+            let mut bad_rule = |key: &str, msg: String| bad(&["inbound", "rate_limits", &at, key], msg);
+            if let Err(msg) = crate::matcher::RouteMatch::compile(&rule.methods, &rule.paths) {
+                bad_rule("paths", msg);
+            }
+            if rule.requests == 0 {
+                bad_rule("requests", "must be at least 1".into());
+            }
+            if rule.burst == Some(0) {
+                bad_rule("burst", "must be at least 1 (omit it to use `requests`)".into());
+            }
+            if rule.period.0.is_zero() {
+                bad_rule("period", "must be longer than 0s".into());
+            }
         }
         let mtls = inbound.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
         if !inbound.allow.is_empty() && !mtls {

@@ -5,12 +5,13 @@
 //! 2. check: framing (smuggling), size limits, one normalized path
 //! 3. authorize: allow rules on the verified peer identity × method × path
 //!    (403), then the bearer JWT (401 with WWW-Authenticate)
-//! 4. rewrite: strip hop-by-hop and spoofed identity headers, hand the app
+//! 4. limit: local rate limits per route (429 with Retry-After): `ratelimit`
+//! 5. rewrite: strip hop-by-hop and spoofed identity headers, hand the app
 //!    the verified peer identity (mTLS) and user (JWT `sub`), set
 //!    X-Forwarded-*, inject kawal's traceparent
-//! 5. forward to the app (pooled connection, deadline)
-//! 6. respond: the app's response streamed back, or kawal's error; the access
-//!    line is written when the response body ends
+//! 6. forward to the app (pooled connection, deadline)
+//! 7. respond: the app's response streamed back, or kawal's own answer; the
+//!    features' end phase and the access line run when the body ends
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use crate::auth::{Decision, JwtError, JwtVerifier, Policy};
 use crate::error::ProxyError;
 use crate::headers::{self, X_FORWARDED_PROTO, X_KAWAL_PEER_IDENTITY, X_KAWAL_USER};
 use crate::metrics::RouteMetrics;
+use crate::ratelimit::{Caller, RateLimits};
 use crate::server::{ConnInfo, OpenRequest};
 use crate::trace::RequestTrace;
 
@@ -44,6 +46,8 @@ pub struct Inbound {
     pub policy: Policy,
     /// Bearer token validation, when configured.
     pub jwt: Option<Arc<JwtVerifier>>,
+    /// Local rate limits per route.
+    pub rate_limits: Arc<RateLimits>,
     /// Metrics handles for requests to the app.
     pub metrics: RouteMetrics,
 }
@@ -69,7 +73,14 @@ impl Inbound {
             ex.authz_rule = self.authorize(&parts, target.path(), &conn, &trace)?;
             let user = self.authenticate(&parts, target.path())?;
             ex.user_id = user.clone().or_else(|| conn.identity.clone());
-            // 4. rewrite
+            // 4. limit: after authorization, so only allowed callers spend
+            //    tokens, and per-user buckets go by the verified user
+            let caller = Caller {
+                identity: conn.identity.as_ref(),
+                user: ex.user_id.as_ref(),
+            };
+            self.rate_limits.check(&parts, target.path(), caller)?;
+            // 5. rewrite
             let authority = headers::check_authority(parts.version, &parts.uri, &parts.headers)
                 .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
             ex.upgrade = prepare_forward(&mut parts, target, authority.as_ref());
@@ -88,7 +99,7 @@ impl Inbound {
             parts
                 .headers
                 .insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-            // 5. forward
+            // 6. forward
             ex.upstream = Some(self.app.name.clone());
             ex.attempts = 1;
             let body = guard_request_body(body, &self.shared.limits, ex.bytes_in.clone());
@@ -100,7 +111,7 @@ impl Inbound {
         }
         .await;
 
-        // 6. respond
+        // 7. respond
         Ok(ex.respond(result, conn, &self.shared, self.metrics.clone()))
     }
 
