@@ -59,10 +59,17 @@ impl Sink {
 /// Installs the process-event subscriber (once, in `main`). Returns whether
 /// access lines pass the filter (`[log] level`, or `RUST_LOG` when set).
 pub fn init(sink: &Sink, level: LogLevel, format: LogFormat, service: &str) -> bool {
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| v.parse::<tracing_subscriber::EnvFilter>().ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(level_str(level)));
+    let mut invalid_rust_log = None;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) => match v.parse::<tracing_subscriber::EnvFilter>() {
+            Ok(filter) => filter,
+            Err(e) => {
+                invalid_rust_log = Some((v, e.to_string()));
+                tracing_subscriber::EnvFilter::new(level_str(level))
+            }
+        },
+        Err(_) => tracing_subscriber::EnvFilter::new(level_str(level)),
+    };
     let Sink::Stdout(writer) = sink.clone() else {
         return level >= LogLevel::Info;
     };
@@ -75,9 +82,25 @@ pub fn init(sink: &Sink, level: LogLevel, format: LogFormat, service: &str) -> b
                 service: service.to_string(),
             })
             .try_init(),
-        LogFormat::Text => builder.with_target(false).try_init(),
+        LogFormat::Text => builder.with_target(false).with_ansi(colours()).try_init(),
     };
+    if let Some((value, error)) = invalid_rust_log {
+        tracing::warn!(
+            event = "invalid_rust_log",
+            value,
+            error,
+            level = level_str(level),
+            "RUST_LOG is not a valid filter; using [log] level"
+        );
+    }
     tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO)
+}
+
+/// Colours in text mode only for a terminal, and never with `NO_COLOR`
+/// (no-color.org): a file or pipe gets no escape sequences.
+fn colours() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn level_str(level: LogLevel) -> &'static str {
@@ -123,8 +146,16 @@ where
 struct JsonFields<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
 
 impl Visit for JsonFields<'_> {
+    /// A value whose text is a JSON array or object (an event passes
+    /// `endpoints = %json`) is kept structured, not quoted as a string.
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.insert(field.name().into(), format!("{value:?}").into());
+        let text = format!("{value:?}");
+        let structured = text
+            .starts_with(['[', '{'])
+            .then(|| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .flatten();
+        self.0
+            .insert(field.name().into(), structured.unwrap_or(text.into()));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
         self.0.insert(field.name().into(), value.into());
@@ -171,6 +202,17 @@ pub struct AccessLine<'a> {
     pub method: &'a str,
     /// Normalized path, without query.
     pub path: &'a str,
+    /// The authority the request named (Host, `:authority` or the
+    /// absolute-form URI's), as routed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authority: Option<&'a str>,
+    /// The client connection's protocol: `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`.
+    pub protocol: &'static str,
+    /// The client's address, `ip:port`.
+    pub client_address: std::net::SocketAddr,
+    /// The client's User-Agent, cut to 256 bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<&'a str>,
     /// Status sent to the client.
     pub status_code: u16,
     /// From request head to the end of the response body, milliseconds.
@@ -180,6 +222,16 @@ pub struct AccessLine<'a> {
     pub upstream: Option<&'a str>,
     /// Upstream attempts made (0: answered by kawal itself).
     pub attempts: u32,
+    /// The endpoint (`ip:port`) of the last attempt: which replica answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<std::net::SocketAddr>,
+    /// From request head to the upstream's response head, milliseconds
+    /// (retries and backoff included); absent when no upstream answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_head_duration: Option<f64>,
+    /// The attempts that failed and were retried, in order.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub retried: &'a [RetriedAttempt],
     /// Verified user (JWT `sub`) or peer identity.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_id: Option<&'a str>,
@@ -207,6 +259,20 @@ pub struct AccessLine<'a> {
     /// Human-readable cause of `error`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_detail: Option<&'a str>,
+}
+
+/// One attempt that failed and was retried, on its request's access line.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetriedAttempt {
+    /// The endpoint it went to, `ip:port`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<std::net::SocketAddr>,
+    /// The status it got, when it got a response.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Why it failed, when it got none (an error kind, e.g. `upstream_connect`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
 }
 
 /// Where access lines go, and in which format.
@@ -254,9 +320,15 @@ impl AccessLine<'_> {
             self.trace_id,
             self.span_id
         )?;
+        write!(out, " client={} {}", self.client_address, self.protocol)?;
+        let endpoint = self.endpoint.map(|e| e.to_string());
         let optional = [
             ("parent", self.parent_span_id.as_deref()),
+            ("authority", self.authority),
             ("upstream", self.upstream),
+            ("endpoint", endpoint.as_deref()),
+            ("cache", self.cache),
+            ("guard", self.guard),
             ("user", self.user_id),
             ("peer", self.peer_identity),
             ("error", self.error),

@@ -8,6 +8,7 @@
 //! and hands everything to a [`ClientBody`], which runs their end phase and
 //! writes the access line exactly once, when the body ends or is dropped.
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -15,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{Method, Response, StatusCode, Uri};
+use http::{HeaderValue, Method, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -26,7 +27,7 @@ use super::Shared;
 use crate::body::{BoxError, ByteCount, GuardedBody};
 use crate::error::ProxyError;
 use crate::headers;
-use crate::log::AccessLine;
+use crate::log::{AccessLine, RetriedAttempt};
 use crate::metrics::RouteMetrics;
 use crate::phase::{BodyEnd, ResponsePhases};
 use crate::server::OpenRequest;
@@ -73,6 +74,20 @@ impl From<Response<Bytes>> for Reply {
     }
 }
 
+/// The attempts sent upstream for one request.
+#[derive(Debug, Default)]
+pub struct Attempts {
+    /// How many were sent (0: kawal answered itself).
+    pub count: u32,
+    /// The endpoint of the last one.
+    pub endpoint: Option<SocketAddr>,
+    /// Those that failed and were retried, in order.
+    pub retried: Vec<RetriedAttempt>,
+}
+
+/// User agents are logged up to this many bytes.
+const MAX_USER_AGENT: usize = 256;
+
 /// Everything the access log line and the metrics need, carried with the
 /// response body until it ends, so duration and bytes out are the real ones.
 pub struct Exchange {
@@ -86,10 +101,20 @@ pub struct Exchange {
     pub method: Method,
     /// Request target (normalized once checked).
     pub uri: Uri,
+    /// The client connection's HTTP version.
+    pub version: Version,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The client's User-Agent.
+    pub user_agent: Option<HeaderValue>,
+    /// The authority the request is routed by, once checked.
+    pub authority: Option<HeaderValue>,
     /// Upstream name, once routed.
     pub upstream: Option<Arc<str>>,
     /// Upstream attempts made.
-    pub attempts: u32,
+    pub attempts: Attempts,
+    /// When the upstream's response head arrived, from `started`.
+    pub upstream_head: Option<Duration>,
     /// Request body bytes received.
     pub bytes_in: ByteCount,
     /// Error kind and detail, if kawal answered itself or the stream broke.
@@ -111,16 +136,21 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// Starts the record of one request.
-    pub fn new(direction: Direction, parts: &Parts, trace: RequestTrace) -> Exchange {
+    /// Starts the record of one request from `client`.
+    pub fn new(direction: Direction, parts: &Parts, client: SocketAddr, trace: RequestTrace) -> Exchange {
         Exchange {
             direction,
             started: Instant::now(),
             trace,
             method: parts.method.clone(),
             uri: parts.uri.clone(),
+            version: parts.version,
+            client,
+            user_agent: headers::first(&parts.headers, &http::header::USER_AGENT).cloned(),
+            authority: None,
             upstream: None,
-            attempts: 0,
+            attempts: Attempts::default(),
+            upstream_head: None,
             bytes_in: ByteCount::default(),
             error: None,
             peer_identity: None,
@@ -152,6 +182,7 @@ impl Exchange {
         let mut open_request = Some(open_request);
         let result = match result {
             Ok(Reply::Upstream(res)) => self.switch_protocols(res, &mut open_request).map(|res| {
+                self.upstream_head = Some(self.started.elapsed());
                 let (parts, body) = res.into_parts();
                 let idle = shared.limits.body_idle_timeout.0;
                 let body = GuardedBody::new(body, u64::MAX, idle, None);
@@ -241,7 +272,7 @@ impl Exchange {
         let mut attributes = Vec::with_capacity(10);
         attributes.push(KeyValue::new("url.path", self.uri.path().to_string()));
         attributes.push(KeyValue::new("kawal.direction", self.direction.as_str()));
-        attributes.push(KeyValue::new("kawal.attempts", i64::from(self.attempts)));
+        attributes.push(KeyValue::new("kawal.attempts", i64::from(self.attempts.count)));
         let optional = [
             ("kawal.upstream", &self.upstream),
             ("user.id", &self.user_id),
@@ -267,6 +298,26 @@ impl Exchange {
             error,
             attributes,
         }
+    }
+}
+
+fn protocol(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// The longest prefix of `bytes` up to `max` that is whole UTF-8 text
+/// (a header value is mostly ASCII; anything else is cut before it).
+fn truncated(bytes: &[u8], max: usize) -> &str {
+    let cut = &bytes[..bytes.len().min(max)];
+    match std::str::from_utf8(cut) {
+        Ok(s) => s,
+        Err(e) => std::str::from_utf8(&cut[..e.valid_up_to()]).unwrap_or_default(),
     }
 }
 
@@ -345,10 +396,20 @@ impl Finish {
             direction: e.direction.as_str(),
             method: e.method.as_str(),
             path: e.uri.path(),
+            authority: e.authority.as_ref().and_then(|a| a.to_str().ok()),
+            protocol: protocol(e.version),
+            client_address: e.client,
+            user_agent: e
+                .user_agent
+                .as_ref()
+                .map(|ua| truncated(ua.as_bytes(), MAX_USER_AGENT)),
             status_code: self.status,
             duration: crate::log::millis(elapsed),
             upstream: e.upstream.as_deref(),
-            attempts: e.attempts,
+            attempts: e.attempts.count,
+            endpoint: e.attempts.endpoint,
+            upstream_head_duration: e.upstream_head.map(crate::log::millis),
+            retried: &e.attempts.retried,
             user_id: e.user_id.as_deref(),
             peer_identity: e.peer_identity.as_deref(),
             authz_rule: e.authz_rule,

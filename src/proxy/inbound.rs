@@ -62,13 +62,16 @@ impl Inbound {
         let (mut parts, body) = req.into_parts();
         // 1. trace
         let trace = self.shared.propagator.start(&parts.headers);
-        let mut ex = Exchange::new(Direction::Inbound, &parts, trace);
+        let mut ex = Exchange::new(Direction::Inbound, &parts, conn.peer, trace);
         ex.peer_identity = conn.identity.clone();
 
         let result = async {
             // 2. check
             let target = check_head(&parts, &self.shared.limits)?;
             ex.uri = target.clone();
+            let authority = headers::check_authority(parts.version, &parts.uri, &parts.headers)
+                .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+            ex.authority = authority.clone();
             // 3. authorize the verified peer, then authenticate the user
             ex.authz_rule = self.authorize(&parts, target.path(), &conn, &trace)?;
             let user = self.authenticate(&parts, target.path())?;
@@ -81,8 +84,6 @@ impl Inbound {
             };
             self.rate_limits.check(&parts, target.path(), caller)?;
             // 5. rewrite
-            let authority = headers::check_authority(parts.version, &parts.uri, &parts.headers)
-                .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
             ex.upgrade = prepare_forward(&mut parts, target, authority.as_ref());
             self.shared
                 .propagator
@@ -101,11 +102,12 @@ impl Inbound {
                 .insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
             // 6. forward
             ex.upstream = Some(self.app.name.clone());
-            ex.attempts = 1;
+            ex.attempts.count = 1;
             let body = guard_request_body(body, &self.shared.limits, ex.bytes_in.clone());
+            let req = Request::from_parts(parts, body);
             let res = self
                 .app
-                .send(Request::from_parts(parts, body), self.timeout)
+                .send(req, self.timeout, &mut ex.attempts.endpoint)
                 .await?;
             Ok::<_, ProxyError>(Reply::from(res))
         }

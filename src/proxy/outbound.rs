@@ -65,7 +65,7 @@ impl Outbound {
         let (mut parts, body) = req.into_parts();
         // 1. trace
         let trace = self.shared.propagator.start(&parts.headers);
-        let mut ex = Exchange::new(Direction::Outbound, &parts, trace);
+        let mut ex = Exchange::new(Direction::Outbound, &parts, open_request.peer, trace);
         if let Some(name) = &self.user_header {
             ex.user_id = parts
                 .headers
@@ -83,6 +83,7 @@ impl Outbound {
             let authority = headers::check_authority(parts.version, &parts.uri, &parts.headers)
                 .map_err(|e| ProxyError::BadRequest(e.to_string()))?
                 .ok_or_else(|| ProxyError::BadRequest("request names no host".into()))?;
+            ex.authority = Some(authority.clone());
             let route = self.route(&authority)?;
             ex.upstream = Some(route.upstream.name.clone());
             metrics = route.metrics.clone();
@@ -95,7 +96,7 @@ impl Outbound {
             let attempt = Attempt {
                 trace: &trace,
                 shared: &self.shared,
-                count: &mut ex.attempts,
+                record: &mut ex.attempts,
             };
             let res = route
                 .resilience

@@ -17,6 +17,7 @@ use http::request::Parts;
 use http::{header, Request, Response};
 use http_body_util::BodyExt;
 
+use super::exchange::Attempts;
 use super::upstream::Upstream;
 use super::upstream::UpstreamBody;
 use super::Shared;
@@ -24,6 +25,7 @@ use crate::body::{self, BoxBody};
 use crate::config::{RetryOn, UpstreamConfig};
 use crate::error::ProxyError;
 use crate::headers::{self, IDEMPOTENCY_KEY};
+use crate::log::RetriedAttempt;
 use crate::metrics::ResilienceMetrics;
 use crate::resilience::backoff::Backoff;
 use crate::resilience::breaker::{Breaker, BreakerPolicy, Outcome, Permit, Transition};
@@ -143,7 +145,7 @@ impl Resilience {
         let Attempt {
             trace,
             shared,
-            count: attempts,
+            record,
         } = attempt;
         let started = Instant::now();
         let deadline = started + self.deadline;
@@ -170,12 +172,12 @@ impl Resilience {
             let span_id = SpanId::random();
             shared.propagator.inject(trace, span_id, req.headers_mut());
             let recording = shared.spans.as_ref().filter(|_| trace.sampled);
-            *attempts += 1;
-            let span = recording.map(|_| client_span(upstream, &req, &method, *attempts, trace, span_id));
+            record.count += 1;
+            let span = recording.map(|_| client_span(upstream, &req, &method, record.count, trace, span_id));
 
             let left = deadline.saturating_duration_since(now);
             let per_try = self.per_try_timeout.map_or(left, |t| t.min(left));
-            let result = upstream.send(req, per_try).await;
+            let result = upstream.send(req, per_try, &mut record.endpoint).await;
             if let (Some(spans), Some(mut span)) = (recording, span) {
                 span.end = SystemTime::now();
                 span.status = result.as_ref().ok().map(|r| r.status().as_u16());
@@ -201,7 +203,8 @@ impl Resilience {
 
             // A streamed body went with the first attempt: nothing to send again.
             let replayable = matches!(body, ReplayBody::Kept(_));
-            if !replayable || self.policy.decide(&failure, &method, has_key, *attempts) != Decision::Retry {
+            if !replayable || self.policy.decide(&failure, &method, has_key, record.count) != Decision::Retry
+            {
                 return result;
             }
             let retry_after = match &result {
@@ -211,7 +214,7 @@ impl Resilience {
                     .and_then(|v| parse_retry_after(v.as_bytes(), SystemTime::now())),
                 Err(_) => None,
             };
-            let backoff = self.backoff.delay(*attempts - 1, &mut rand::rng());
+            let backoff = self.backoff.delay(record.count - 1, &mut rand::rng());
             let wait = self.policy.retry_delay(backoff, retry_after);
             // A wait that does not fit the deadline is no retry: answer now.
             if Instant::now() + wait >= deadline {
@@ -222,6 +225,11 @@ impl Resilience {
                 return result;
             }
             self.metrics.retry(failure.as_str());
+            record.retried.push(RetriedAttempt {
+                endpoint: record.endpoint,
+                status: result.as_ref().ok().map(|r| r.status().as_u16()),
+                error: result.as_ref().err().map(ProxyError::kind),
+            });
             drop(result);
             tokio::time::sleep(wait).await;
         }
@@ -302,8 +310,8 @@ pub struct Attempt<'a> {
     pub trace: &'a RequestTrace,
     /// Propagation formats and the span exporter.
     pub shared: &'a Shared,
-    /// Set to the number of attempts made.
-    pub count: &'a mut u32,
+    /// Filled in with the attempts made.
+    pub record: &'a mut Attempts,
 }
 
 /// The CLIENT span of one attempt, opened as it is sent; it ends at the

@@ -76,6 +76,9 @@ pub struct Upstream {
     settings: UpstreamSettings,
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
     connector: Connector,
+    /// Per configured endpoint: its name failed to resolve last time (so a
+    /// DNS outage is logged once when it starts and once when it ends).
+    unresolved: Vec<std::sync::atomic::AtomicBool>,
 }
 
 /// Decrements an endpoint's outstanding count when the exchange ends: at a
@@ -190,6 +193,7 @@ impl Upstream {
         let up = Arc::new(Upstream {
             name: settings.name.clone(),
             endpoints: ArcSwap::from_pointee(Vec::new()),
+            unresolved: settings.endpoints.iter().map(|_| Default::default()).collect(),
             settings,
             connector,
         });
@@ -222,11 +226,18 @@ impl Upstream {
     async fn resolve(&self) {
         let current = self.endpoints.load_full();
         let mut addrs = Vec::new();
-        for ep in &self.settings.endpoints {
+        for (ep, unresolved) in self.settings.endpoints.iter().zip(&self.unresolved) {
             match tokio::net::lookup_host((ep.host.as_str(), ep.port)).await {
-                Ok(found) => addrs.extend(found),
+                Ok(found) => {
+                    if unresolved.swap(false, Ordering::Relaxed) {
+                        tracing::info!(event = "endpoint_resolved", upstream = %self.name, endpoint = %ep.host, "endpoint resolves again");
+                    }
+                    addrs.extend(found)
+                }
                 Err(e) => {
-                    tracing::warn!(upstream = %self.name, endpoint = %ep.host, error = %e, "endpoint did not resolve");
+                    if !unresolved.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(event = "endpoint_unresolved", upstream = %self.name, endpoint = %ep.host, error = %e, "endpoint did not resolve; keeping its last addresses");
+                    }
                     addrs.extend(
                         current
                             .iter()
@@ -262,7 +273,8 @@ impl Upstream {
                     })
             })
             .collect();
-        tracing::info!(upstream = %self.name, endpoints = ?next.iter().map(|e| e.addr).collect::<Vec<_>>(), "endpoints updated");
+        let listed: Vec<String> = next.iter().map(|e| e.addr.to_string()).collect();
+        tracing::info!(event = "endpoints_updated", upstream = %self.name, endpoints = %serde_json::json!(listed), "endpoints updated");
         self.endpoints.store(Arc::new(next));
     }
 
@@ -295,15 +307,17 @@ impl Upstream {
 
     /// Sends one attempt to one endpoint and waits up to `timeout` for the
     /// response head. The request's URI carries only path and query; the
-    /// endpoint is chosen here.
+    /// endpoint is chosen here and written to `endpoint` (for the log).
     pub async fn send(
         &self,
         req: Request<BoxBody>,
         timeout: Duration,
+        endpoint: &mut Option<SocketAddr>,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         let ep = self
             .pick()
             .ok_or_else(|| ProxyError::NoEndpoint(self.name.to_string()))?;
+        *endpoint = Some(ep.addr);
         ep.in_flight.fetch_add(1, Ordering::Relaxed);
         let in_flight = InFlight(ep.clone());
         let sent = match self.settings.protocol {
