@@ -379,6 +379,7 @@ fn spawn_jwks_reloader(
     tokio::spawn(async move {
         let mut next = Instant::now() + every;
         let mut last_early: Option<Instant> = None;
+        let mut failing = false;
         loop {
             let early = tokio::select! {
                 _ = tokio::time::sleep_until(next) => false,
@@ -400,9 +401,14 @@ fn spawn_jwks_reloader(
                 },
                 None => tokio::task::spawn_blocking(move || v.reload()).await,
             };
+            let failed = matches!(result, Ok(Err(_)));
             match result {
-                Ok(Err(e)) => {
+                // Once per outage, not every interval while it lasts.
+                Ok(Err(e)) if !failing => {
                     tracing::warn!(event = "jwks_reload_failed", early, error = %e, "JWKS reload failed, keeping the old keys");
+                }
+                Ok(Ok(())) if failing => {
+                    tracing::info!(event = "jwks_reloaded", early, "JWKS reloaded again after failures");
                 }
                 Ok(Ok(())) if early => {
                     tracing::info!(
@@ -413,6 +419,7 @@ fn spawn_jwks_reloader(
                 }
                 _ => {}
             }
+            failing = failed;
         }
     })
 }
