@@ -294,58 +294,17 @@ pub fn check_authority(
     Ok(Some(authority))
 }
 
-/// Checks `host[:port]` (RFC 3986 §3.2.2): a bracketed IP literal or a name
-/// of unreserved, sub-delim and `%` bytes, then a port that fits 16 bits.
-/// Userinfo is refused: `user@host` reads as another host to some parsers.
+/// Checks `host[:port]` with the crate's one host validator
+/// ([`crate::host::split_authority`]): a bracketed IPv6 literal, an IPv4
+/// address or a DNS name, then a port that fits 16 bits. Userinfo is refused:
+/// `user@host` reads as another host to some parsers.
 fn check_host_port(text: &[u8]) -> Result<(), FramingError> {
-    if text.contains(&b'@') {
-        return Err(FramingError::UserinfoInAuthority);
+    let text = std::str::from_utf8(text).map_err(|_| FramingError::InvalidHost)?;
+    match crate::host::split_authority(text) {
+        Ok(_) => Ok(()),
+        Err(crate::host::HostError::Userinfo) => Err(FramingError::UserinfoInAuthority),
+        Err(_) => Err(FramingError::InvalidHost),
     }
-    let (host, port) = split_port(text);
-    let name_byte = |b: &u8| {
-        b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-                    | b'%'
-            )
-    };
-    let host_ok = match host {
-        [b'[', literal @ .., b']'] => {
-            !literal.is_empty()
-                && literal
-                    .iter()
-                    .all(|b| b.is_ascii_alphanumeric() || b":.%".contains(b))
-        }
-        _ => !host.is_empty() && host.iter().all(name_byte),
-    };
-    if !host_ok || port.is_some_and(|p| !valid_port(p)) {
-        return Err(FramingError::InvalidHost);
-    }
-    Ok(())
-}
-
-/// A port as RFC 3986 writes it (digits only), that fits in 16 bits.
-fn valid_port(port: &[u8]) -> bool {
-    let value = port.iter().try_fold(0u32, |n, b| {
-        b.is_ascii_digit()
-            .then(|| n * 10 + u32::from(b - b'0'))
-            .filter(|n| *n <= u32::from(u16::MAX))
-    });
-    !port.is_empty() && value.is_some()
 }
 
 /// `host[:port]` split at the port's colon; an IPv6 literal's colons are

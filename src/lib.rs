@@ -15,6 +15,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod headers;
+pub mod host;
 pub mod log;
 pub mod matcher;
 pub mod metrics;
@@ -134,17 +135,10 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
     if let (Some(listener), Some(icfg)) = (inbound_listener, &cfg.inbound) {
         let tls = match &icfg.tls {
             Some(t) => {
-                let server = Arc::new(
-                    tls::ServerTls::load(tls::ServerTlsFiles {
-                        cert: t.cert.clone(),
-                        key: t.key.clone(),
-                        client_ca: t.client_ca.clone(),
-                    })
-                    .map_err(|source| StartError::Tls {
-                        what: "inbound.tls".into(),
-                        source,
-                    })?,
-                );
+                let server = Arc::new(tls::ServerTls::load(t.files()).map_err(|source| StartError::Tls {
+                    what: "inbound.tls".into(),
+                    source,
+                })?);
                 abort_on_shutdown(
                     &mut tasks,
                     &shutdown_rx,
@@ -183,23 +177,7 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         let jwt = match &icfg.jwt {
             Some(j) => {
                 let auth_err = |e: String| StartError::Auth(format!("inbound.jwt: {e}"));
-                let jwks = match (&j.jwks_url, &j.jwks_file) {
-                    (Some(url), _) => auth::JwksSource::Url(url.clone()),
-                    (None, Some(file)) => auth::JwksSource::File(file.clone()),
-                    (None, None) => return Err(auth_err("neither jwks_file nor jwks_url is set".into())),
-                };
-                let settings = auth::JwtSettings {
-                    issuer: j.issuer.clone(),
-                    audiences: j.audiences.clone(),
-                    jwks,
-                    algorithms: j.algorithms.clone(),
-                    hs256_secret_file: j.hs256_secret_file.clone(),
-                    max_lifetime: j.max_lifetime.0,
-                    leeway: j.leeway.0,
-                    required: j.required,
-                    require_claims: j.require_claims.clone(),
-                    routes: j.routes.clone(),
-                };
+                let settings = j.settings();
                 // A URL is fetched once here: no keys, no start (as for an unreadable file).
                 let (verifier, fetcher) = match &j.jwks_url {
                     Some(url) => {
@@ -251,23 +229,12 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         for (name, u) in &cfg.upstreams {
             let tls = match &u.tls {
                 Some(t) => {
-                    let alpn = match u.protocol {
-                        config::Protocol::Http1 => tls::ALPN_HTTP1,
-                        config::Protocol::Http2 => tls::ALPN_H2,
-                    };
-                    let client = Arc::new(
-                        tls::ClientTls::load(tls::ClientTlsFiles {
-                            ca: t.ca.clone(),
-                            cert: t.cert.clone(),
-                            key: t.key.clone(),
-                            server_identity: t.server_identity.clone(),
-                            alpn: vec![alpn.to_vec()],
-                        })
-                        .map_err(|source| StartError::Tls {
+                    let client = Arc::new(tls::ClientTls::load(t.files(u.protocol)).map_err(|source| {
+                        StartError::Tls {
                             what: format!("upstreams.{name}.tls"),
                             source,
-                        })?,
-                    );
+                        }
+                    })?);
                     abort_on_shutdown(
                         &mut tasks,
                         &shutdown_rx,
@@ -313,10 +280,7 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
                 .and_then(|n| by_name.get(n).cloned()),
             routes,
             unrouted: metrics.route("outbound", ""),
-            user_header: ocfg
-                .user_header
-                .as_ref()
-                .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok()),
+            user_header: ocfg.user_header.clone(),
         });
         let open = metrics.connections("outbound");
         let builder = server::http_builder(&cfg.limits);

@@ -58,9 +58,10 @@ impl std::fmt::Debug for JwksFetcher {
 }
 
 impl JwksFetcher {
-    /// A fetcher for `url` (http or https); `ca` replaces the webpki roots.
-    pub fn new(url: &str, ca: Option<PathBuf>) -> Result<Self, String> {
-        let uri = parse_url(url)?;
+    /// A fetcher for `url` (http or https, as [`parse_url`] checked it at
+    /// config load); `ca` replaces the webpki roots.
+    pub fn new(url: &Uri, ca: Option<PathBuf>) -> Result<Self, String> {
+        let uri = url.clone();
         let tls = if uri.scheme_str() == Some("https") {
             let tls = ClientTls::load(ClientTlsFiles {
                 ca,
@@ -133,7 +134,11 @@ mod tests {
         for bad in ["ftp://idp/jwks", "/jwks.json", "https://", "https://u:p@idp/jwks"] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }
-        let f = JwksFetcher::new("https://idp.example/.well-known/jwks.json", None).unwrap();
+        let f = JwksFetcher::new(
+            &parse_url("https://idp.example/.well-known/jwks.json").unwrap(),
+            None,
+        )
+        .unwrap();
         assert_eq!(f.url().host(), Some("idp.example"));
     }
 }

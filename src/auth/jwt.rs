@@ -248,24 +248,27 @@ impl std::fmt::Debug for JwtVerifier {
     }
 }
 
-fn parse_algorithms(settings: &JwtSettings) -> Result<Vec<Algorithm>, String> {
-    if settings.algorithms.is_empty() {
-        return Err("jwt.algorithms is empty".into());
+/// The pinned algorithms named in `[inbound.jwt] algorithms`, checked at
+/// config load and again when a verifier is built from [`JwtSettings`].
+pub fn parse_algorithms(names: &[String], hs256_secret: bool) -> Result<Vec<Algorithm>, String> {
+    const ACCEPTED: &str =
+        "RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA, or HS256 with hs256_secret_file";
+    if names.is_empty() {
+        return Err(format!("is empty: pin at least one of {ACCEPTED}"));
     }
     let mut out = Vec::new();
-    for name in &settings.algorithms {
-        let alg = Algorithm::from_str(name).map_err(|_| format!("jwt.algorithms: unsupported {name:?}"))?;
+    for name in names {
+        let alg = Algorithm::from_str(name)
+            .map_err(|_| format!("unsupported algorithm {name:?}; accepted: {ACCEPTED}"))?;
         if alg.family() == AlgorithmFamily::Hmac && alg != Algorithm::HS256 {
-            return Err(format!(
-                "jwt.algorithms: {name:?} not supported; only HS256 among HMAC"
-            ));
+            return Err(format!("{name:?} is not supported; only HS256 among HMAC"));
         }
         out.push(alg);
     }
     let hs = out.contains(&Algorithm::HS256);
-    match (hs, settings.hs256_secret_file.is_some()) {
-        (true, false) => Err("jwt.algorithms has HS256 but jwt.hs256_secret_file is not set".into()),
-        (false, true) => Err("jwt.hs256_secret_file is set but HS256 is not in jwt.algorithms".into()),
+    match (hs, hs256_secret) {
+        (true, false) => Err("algorithms has HS256 but hs256_secret_file is not set".into()),
+        (false, true) => Err("hs256_secret_file is set but HS256 is not in algorithms".into()),
         _ => Ok(out),
     }
 }
@@ -289,7 +292,8 @@ impl JwtVerifier {
         if settings.audiences.is_empty() || settings.audiences.iter().any(String::is_empty) {
             return Err("jwt.audiences must list at least one non-empty audience".into());
         }
-        let algorithms = parse_algorithms(&settings)?;
+        let algorithms = parse_algorithms(&settings.algorithms, settings.hs256_secret_file.is_some())
+            .map_err(|e| format!("jwt.algorithms: {e}"))?;
         let keys = keys::parse(
             jwks,
             &settings.jwks.describe(),

@@ -219,7 +219,16 @@ pub fn describe_toml_error(file: &str, src: &str, err: &toml::de::Error) -> Stri
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join("; ");
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|r| r.strip_suffix('`'));
     let (path, span) = match err.span() {
+        // The document itself lacks a table: no key is at fault, and the
+        // empty span at 0 would otherwise name the first table of the file.
+        Some(span) if span.is_empty() && missing.is_some() && span.start == 0 => {
+            let name = missing.unwrap_or_default();
+            return format!("{file}:1:1: the [{name}] table is required");
+        }
         Some(span) => {
             let path = key_path_at(src, span.clone())
                 .filter(|p| !p.is_empty())
@@ -238,6 +247,7 @@ pub fn describe_toml_error(file: &str, src: &str, err: &toml::de::Error) -> Stri
         }
     };
     let (line, col) = span.map_or((1, 1), |s| line_col(src, s.start));
+    let message = super::words::toml_words(&message);
     match path {
         Some(path) => format!("{file}:{line}:{col}: {path}: {message}"),
         None => format!("{file}:{line}:{col}: {message}"),
@@ -450,7 +460,7 @@ atempts = 3
         assert_eq!(
             describe(src),
             "kawal.toml:6:1: upstreams.payment.retry.atempts: \
-             unknown field `atempts`, expected `attempts`"
+             unknown key \"atempts\"; the key here is \"attempts\""
         );
     }
 
@@ -477,19 +487,24 @@ atempts = 3
         let wrong = "[upstreams.payment]\nendpoints = \"p:1\"\n";
         let msg = describe(wrong);
         assert!(
-            msg.starts_with("kawal.toml:2:13: upstreams.payment.endpoints: invalid type: string"),
+            msg.starts_with(
+                "kawal.toml:2:13: upstreams.payment.endpoints: expected an array, got the string"
+            ),
             "{msg}"
         );
         let missing = "[upstreams.payment]\ntimeout = \"1s\"\n";
         assert_eq!(
             describe(missing),
-            "kawal.toml:1:1: upstreams.payment: missing field `endpoints`"
+            "kawal.toml:1:1: upstreams.payment: the key `endpoints` is required here"
         );
         let root = "x = 1\n";
         let msg = describe(root);
-        assert!(msg.starts_with("kawal.toml:1:1: x: unknown field `x`"), "{msg}");
+        assert!(msg.starts_with("kawal.toml:1:1: x: unknown key \"x\""), "{msg}");
         let empty = "\n";
-        assert_eq!(describe(empty), "kawal.toml:1:1: missing field `upstreams`");
+        assert_eq!(
+            describe(empty),
+            "kawal.toml:1:1: the [upstreams] table is required"
+        );
     }
 
     #[test]
@@ -504,7 +519,7 @@ method = ["POST"]
 "#;
         assert_eq!(
             describe(src),
-            "kawal.toml:7:1: upstreams.p.allow.1.method: unknown field `method`, expected `methods`"
+            "kawal.toml:7:1: upstreams.p.allow.1.method: unknown key \"method\"; the key here is \"methods\""
         );
     }
 

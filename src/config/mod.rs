@@ -1,20 +1,45 @@
 //! kawal's configuration: one TOML file, parsed into typed values once.
 //!
-//! Serde does the per-value work (types, units, unknown keys: every struct
-//! denies unknown fields); [`validate`] then checks what spans several values
-//! (routes to undefined upstreams, two listeners on one port). Every problem is
-//! reported as `FILE:LINE:COL: key.path: what is wrong`, all of them at once,
-//! and kawal refuses to start. Every option and its default is documented in
-//! `config/kawal.toml`.
+//! Loading has three stages, and every problem of a stage is reported, each
+//! as `FILE:LINE:COL: key.path: what is wrong and what is allowed`:
+//! 1. serde reads each value into the type the code uses (durations, sizes,
+//!    addresses, header names, URLs, enums such as [`RetryOn`]; every struct
+//!    denies unknown keys). `report.rs` turns serde's messages into TOML words
+//!    (no Rust type names) and collects one per bad line.
+//! 2. `check.rs` checks ranges and what spans several values (attempts ≥ 1,
+//!    rates in (0, 1], routes to defined upstreams, two listeners on one port).
+//! 3. `kawal check` only: [`Config::check_files`] loads every file start
+//!    loads (certificates, keys, CA bundles, the JWKS file) with the same
+//!    loaders, so `ok` means kawal will start.
+//!
+//! Start then uses the values as they are: nothing is parsed twice, and no
+//! value is dropped or replaced by a default on the way.
+//!
+//! Adding a section: (1) a struct here with `#[serde(deny_unknown_fields)]`,
+//! each field of the type its user needs (a `Deserialize` impl that refuses
+//! bad input with a message saying what is allowed, as in `units.rs`);
+//! (2) its ranges and cross-field rules in `check.rs`, one `fn` per section
+//! called from `check::validate`, with the helpers of `check::Checks`
+//! (`at_least`, `positive`, `fraction`...), which name the key;
+//! (3) any file it names loaded in `files.rs`, and its relative paths resolved
+//! in [`Config::load`]; (4) every option documented with its default in
+//! `config/kawal.toml`, and a bad value added to the table in `tests/config.rs`.
 
+mod check;
+mod files;
 mod locate;
+mod report;
 mod units;
+mod words;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
+
+use crate::resilience::backoff::Backoff;
 
 pub use units::{Addr, Dur, HostPort, Size};
 
@@ -179,8 +204,8 @@ pub struct InboundJwt {
     #[serde(default)]
     pub jwks_file: Option<PathBuf>,
     /// http(s) URL to fetch the JWKS from (this or `jwks_file`).
-    #[serde(default)]
-    pub jwks_url: Option<String>,
+    #[serde(default, deserialize_with = "jwks_url")]
+    pub jwks_url: Option<http::Uri>,
     /// PEM CA bundle for an https `jwks_url` under a private CA; default: the
     /// webpki (Mozilla) roots.
     #[serde(default)]
@@ -267,8 +292,8 @@ pub struct Outbound {
     /// A header the local app sets to name its end user; its value becomes
     /// `userId` in the outbound access log and span. Trusted because only the
     /// local app reaches this listener.
-    #[serde(default)]
-    pub user_header: Option<String>,
+    #[serde(default, deserialize_with = "header_name")]
+    pub user_header: Option<http::HeaderName>,
 }
 
 /// `[upstreams.NAME]`
@@ -314,9 +339,10 @@ pub struct RetryConfig {
     /// Deadline of one attempt; absent = what is left of `timeout`.
     #[serde(default)]
     pub per_try_timeout: Option<Dur>,
-    /// Exponential backoff with full jitter between `base` and `max`.
+    /// Exponential backoff with full jitter between `base` and `max`
+    /// (written as [`BackoffConfig`], checked into a schedule at load).
     #[serde(default)]
-    pub backoff: BackoffConfig,
+    pub backoff: Backoff,
     /// Retries may add at most `ratio` of recent requests, plus
     /// `min_per_second`, so retries cannot multiply load in an outage.
     #[serde(default)]
@@ -324,7 +350,7 @@ pub struct RetryConfig {
     /// What is retried: statuses ("502", "429", ...; 4xx other than 429 are
     /// never retried), "connect-failure", "reset", "timeout".
     #[serde(default = "default_retry_on")]
-    pub on: Vec<String>,
+    pub on: Vec<RetryOn>,
     /// Longest `Retry-After` honoured (longer is cut to this).
     #[serde(default = "d_10s")]
     pub max_retry_after: Dur,
@@ -340,7 +366,8 @@ impl Default for RetryConfig {
     }
 }
 
-/// `backoff = { base = "25ms", max = "1s" }`
+/// `backoff = { base = "25ms", max = "1s" }`, as written; read into a
+/// [`Backoff`] schedule, which refuses a zero `base` or a `max` below it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackoffConfig {
@@ -355,6 +382,22 @@ pub struct BackoffConfig {
 impl Default for BackoffConfig {
     fn default() -> Self {
         toml::from_str("").expect("defaults parse")
+    }
+}
+
+impl<'de> Deserialize<'de> for Backoff {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = BackoffConfig::deserialize(d)?;
+        Backoff::try_new(raw.base.0, raw.max.0).map_err(|_| {
+            D::Error::custom(if raw.base.0.is_zero() {
+                "base must be longer than 0s (a zero base means no backoff at all)".to_owned()
+            } else {
+                format!(
+                    "base ({}) must not be longer than max ({}): max caps every wait, base is the first",
+                    raw.base, raw.max
+                )
+            })
+        })
     }
 }
 
@@ -469,8 +512,8 @@ pub struct Tracing {
     /// OTLP/HTTP collector, e.g. `http://127.0.0.1:4318`; spans are POSTed
     /// to `/v1/traces` under it (a URL with its own path is used as is).
     /// Absent = no export (trace context is still propagated and logged).
-    #[serde(default)]
-    pub otlp_endpoint: Option<String>,
+    #[serde(default, deserialize_with = "otlp_endpoint")]
+    pub otlp_endpoint: Option<http::Uri>,
     /// Share of new traces (no sampling decision from the caller) that are
     /// recorded; a caller's decision is always followed.
     #[serde(default = "default_sample_ratio")]
@@ -511,11 +554,11 @@ impl Tracing {
 
     /// The URL spans are POSTed to: `/v1/traces` under a bare endpoint.
     pub fn traces_url(&self) -> Option<String> {
-        let endpoint = self.otlp_endpoint.as_deref()?;
-        let uri: http::Uri = endpoint.parse().ok()?;
+        let uri = self.otlp_endpoint.as_ref()?;
+        let endpoint = uri.to_string();
         Some(match uri.path() {
             "" | "/" => format!("{}/v1/traces", endpoint.trim_end_matches('/')),
-            _ => endpoint.to_string(),
+            _ => endpoint,
         })
     }
 }
@@ -594,8 +637,12 @@ pub enum RetryOn {
     Timeout,
 }
 
+/// What `retry.on` accepts, for error messages.
+const RETRY_ON_ACCEPTED: &str =
+    r#"accepted: "connect-failure", "reset", "timeout", "429", or a status from "500" to "599""#;
+
 impl RetryOn {
-    /// Parses one `retry.on` entry.
+    /// Parses one `retry.on` entry; the error says what is accepted.
     pub fn parse(s: &str) -> Result<RetryOn, String> {
         match s {
             "connect-failure" => Ok(RetryOn::ConnectFailure),
@@ -603,13 +650,72 @@ impl RetryOn {
             "timeout" => Ok(RetryOn::Timeout),
             _ => match s.parse::<u16>() {
                 Ok(code) if code == 429 || (500..=599).contains(&code) => Ok(RetryOn::Status(code)),
-                Ok(code) => Err(format!("{code}: only 429 and 5xx statuses may be retried")),
-                Err(_) => Err(format!(
-                    "{s:?}: expected a status (\"503\"), \"connect-failure\", \"reset\" or \"timeout\""
+                Ok(code) if (400..=499).contains(&code) => Err(format!(
+                    "{code} is never retried: a 4xx other than 429 is the caller's fault; {RETRY_ON_ACCEPTED}"
                 )),
+                Ok(code) => Err(format!(
+                    "{code} is not a status that may be retried; {RETRY_ON_ACCEPTED}"
+                )),
+                Err(_) => {
+                    let hint = match s.replace('_', "-").to_ascii_lowercase().as_str() {
+                        t @ ("connect-failure" | "reset" | "timeout") => format!(" (did you mean {t:?}?)"),
+                        _ if s.len() == 3 && s.ends_with("xx") => {
+                            " (list each status, e.g. \"502\", \"503\")".to_owned()
+                        }
+                        _ => String::new(),
+                    };
+                    Err(format!(
+                        "unknown retry condition {s:?}{hint}; {RETRY_ON_ACCEPTED}"
+                    ))
+                }
             },
         }
     }
+}
+
+impl<'de> Deserialize<'de> for RetryOn {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(s) => RetryOn::parse(&s),
+            toml::Value::Integer(n) => RetryOn::parse(&n.to_string()),
+            other => Err(format!("expected a string, got {other}; {RETRY_ON_ACCEPTED}")),
+        }
+        .map_err(D::Error::custom)
+    }
+}
+
+/// `[outbound] user_header`: a header name, checked at load.
+fn header_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<http::HeaderName>, D::Error> {
+    let name = String::deserialize(d)?;
+    http::HeaderName::from_bytes(name.as_bytes())
+        .map(Some)
+        .map_err(|_| {
+            D::Error::custom(format!(
+                "{name:?} is not a header name: letters, digits and !#$%&'*+-.^_`|~ only, no spaces or colons"
+            ))
+        })
+}
+
+/// `[tracing] otlp_endpoint`: an `http://host:port[/path]` URL.
+fn otlp_endpoint<'de, D: Deserializer<'de>>(d: D) -> Result<Option<http::Uri>, D::Error> {
+    let endpoint = String::deserialize(d)?;
+    match endpoint.parse::<http::Uri>() {
+        Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => Ok(Some(uri)),
+        Ok(uri) if uri.scheme_str() == Some("https") => Err(D::Error::custom(
+            "https is not supported: export to a local collector or agent over http",
+        )),
+        _ => Err(D::Error::custom(format!(
+            "{endpoint:?} is not an http://host:port URL"
+        ))),
+    }
+}
+
+/// `[inbound.jwt] jwks_url`: an absolute http(s) URL with a host.
+fn jwks_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<http::Uri>, D::Error> {
+    let url = String::deserialize(d)?;
+    crate::auth::jwks_url::parse_url(&url)
+        .map(Some)
+        .map_err(D::Error::custom)
 }
 
 /// Every problem found in a config file, one per line.
@@ -624,6 +730,25 @@ impl Config {
     /// Reads and validates the file at `path`. Relative file names in it
     /// (certificates, keys) are taken relative to the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let (cfg, _) = Self::load_with_source(path)?;
+        Ok(cfg)
+    }
+
+    /// What `kawal check FILE` does: [`load`](Self::load), then load every
+    /// certificate, key, CA bundle and JWKS file as start would (a remote
+    /// JWKS is not fetched), so `Ok` means kawal will start unless a port is
+    /// taken or a remote JWKS is unreachable.
+    pub fn check_files(path: &Path) -> Result<Config, ConfigError> {
+        let (cfg, src) = Self::load_with_source(path)?;
+        let problems = report::render(&path.display().to_string(), &src, files::check(&cfg));
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    fn load_with_source(path: &Path) -> Result<(Config, String), ConfigError> {
         let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
             problems: vec![format!("{}: cannot read: {e}", path.display())],
         })?;
@@ -631,7 +756,7 @@ impl Config {
         if let Some(dir) = path.parent() {
             cfg.resolve_paths(dir);
         }
-        Ok(cfg)
+        Ok((cfg, src))
     }
 
     fn resolve_paths(&mut self, dir: &Path) {
@@ -660,308 +785,15 @@ impl Config {
     /// Parses and validates `src`; `file` names it in error messages.
     pub fn from_toml_str(src: &str, file: &str) -> Result<Config, ConfigError> {
         let cfg: Config = toml::from_str(src).map_err(|e| ConfigError {
-            problems: type_errors(file, src, e),
+            problems: report::type_errors(file, src, e),
         })?;
-        let problems: Vec<String> = validate(&cfg)
-            .into_iter()
-            .map(|(path, msg)| {
-                let segs: Vec<&str> = path.iter().map(String::as_str).collect();
-                let (line, col) = locate::locate(src, &segs)
-                    .map(|span| locate::line_col(src, span.start))
-                    .unwrap_or((1, 1));
-                format!("{file}:{line}:{col}: {}: {msg}", path.join("."))
-            })
-            .collect();
+        let problems = report::render(file, src, check::validate(&cfg));
         if problems.is_empty() {
             Ok(cfg)
         } else {
             Err(ConfigError { problems })
         }
     }
-}
-
-/// Every key that cannot be read, not only the first. serde stops at the
-/// first, so the line it names is commented out (or, when that line was a
-/// required key, its whole table) and the text read again, until it reads
-/// or the error is not one a line can be blamed for (it spans lines, or is a
-/// syntax error). Lines keep their numbers; problems come in file order.
-fn type_errors(file: &str, src: &str, first: toml::de::Error) -> Vec<String> {
-    const MAX_PROBLEMS: usize = 50;
-    let mut problems = vec![locate::describe_toml_error(file, src, &first)];
-    if toml::from_str::<toml::Table>(src).is_err() {
-        // A syntax error: what follows it cannot be read.
-        return problems;
-    }
-    let mut text = src.to_string();
-    let mut error = first;
-    while problems.len() < MAX_PROBLEMS {
-        let Some(line) = blamed_line(&text, &error) else {
-            break;
-        };
-        let attempts = [Some(line.clone()), table_around(&text, line.start)];
-        let next = attempts.into_iter().flatten().find_map(|lines| {
-            let candidate = comment_out(&text, lines);
-            match toml::from_str::<Config>(&candidate) {
-                // Our own doing: the commented-out key was required.
-                Err(e) if e.message().starts_with("missing field") => None,
-                read => Some((candidate, read.err())),
-            }
-        });
-        let Some((candidate, Some(next))) = next else {
-            break;
-        };
-        if toml::from_str::<toml::Table>(&candidate).is_err() {
-            break;
-        }
-        problems.push(locate::describe_toml_error(file, &candidate, &next));
-        (text, error) = (candidate, next);
-    }
-    problems.sort_by_key(|p| {
-        let mut at = p[file.len()..]
-            .split(':')
-            .skip(1)
-            .map(|n| n.parse::<usize>().unwrap_or(0));
-        (at.next(), at.next())
-    });
-    problems
-}
-
-/// The byte range of the one line an error points into, unless the error
-/// spans lines or points at a table header.
-fn blamed_line(text: &str, error: &toml::de::Error) -> Option<std::ops::Range<usize>> {
-    let span = error.span()?;
-    let start = text[..span.start].rfind('\n').map_or(0, |i| i + 1);
-    let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
-    let header = text[start..end].trim_start().starts_with('[');
-    (span.end <= end && !header).then_some(start..end)
-}
-
-/// The table (header line up to the next header) holding byte `at`.
-fn table_around(text: &str, at: usize) -> Option<std::ops::Range<usize>> {
-    let is_header = |l: &str| l.trim_start().starts_with('[');
-    let mut offset = 0;
-    let mut table = None;
-    for line in text.split_inclusive('\n') {
-        if is_header(line) {
-            if offset > at {
-                return table.map(|start| start..offset);
-            }
-            table = Some(offset);
-        }
-        offset += line.len();
-    }
-    table.map(|start| start..text.len())
-}
-
-/// `text` with every line starting in `lines` turned into a comment.
-fn comment_out(text: &str, lines: std::ops::Range<usize>) -> String {
-    let mut out = String::with_capacity(text.len() + 16);
-    let mut offset = 0;
-    for line in text.split_inclusive('\n') {
-        if lines.contains(&offset) {
-            out.push('#');
-        }
-        out.push_str(line);
-        offset += line.len();
-    }
-    out
-}
-
-/// Checks that span several values; returns (key path, problem) pairs.
-fn validate(cfg: &Config) -> Vec<(Vec<String>, String)> {
-    let mut problems = Vec::new();
-    let mut bad = |path: &[&str], msg: String| {
-        problems.push((path.iter().map(|s| s.to_string()).collect(), msg));
-    };
-    if cfg.service.name.trim().is_empty() {
-        bad(&["service", "name"], "must not be empty".into());
-    }
-    if cfg.service.worker_threads == Some(0) {
-        bad(&["service", "worker_threads"], "must be at least 1".into());
-    }
-    if cfg.inbound.is_none() && cfg.outbound.is_none() {
-        bad(
-            &["service"],
-            "neither [inbound] nor [outbound] is configured: nothing to do".into(),
-        );
-    }
-
-    // Two listeners on one port (port 0 = "any free port", as tests use).
-    let mut listeners = vec![(["admin", "listen"], cfg.admin.listen.0)];
-    if let Some(i) = &cfg.inbound {
-        listeners.push((["inbound", "listen"], i.listen.0));
-    }
-    if let Some(o) = &cfg.outbound {
-        listeners.push((["outbound", "listen"], o.listen.0));
-    }
-    for (i, (path, addr)) in listeners.iter().enumerate() {
-        if let Some((other, _)) = listeners[..i].iter().find(|(_, a)| {
-            a.port() != 0
-                && a.port() == addr.port()
-                && (a.ip() == addr.ip() || a.ip().is_unspecified() || addr.ip().is_unspecified())
-        }) {
-            bad(
-                path,
-                format!("port {} is already used by {}", addr.port(), other.join(".")),
-            );
-        }
-    }
-
-    if let Some(inbound) = &cfg.inbound {
-        if let Err(msg) = crate::auth::Policy::new(inbound.allow.clone()) {
-            bad(&["inbound", "allow"], msg);
-        }
-        for (i, rule) in inbound.rate_limits.iter().enumerate() {
-            let at = i.to_string();
-            let mut bad_rule = |key: &str, msg: String| bad(&["inbound", "rate_limits", &at, key], msg);
-            if let Err(msg) = crate::matcher::RouteMatch::compile(&rule.methods, &rule.paths) {
-                bad_rule("paths", msg);
-            }
-            if rule.requests == 0 {
-                bad_rule("requests", "must be at least 1".into());
-            }
-            if rule.burst == Some(0) {
-                bad_rule("burst", "must be at least 1 (omit it to use `requests`)".into());
-            }
-            if rule.period.0.is_zero() {
-                bad_rule("period", "must be longer than 0s".into());
-            }
-        }
-        let mtls = inbound.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
-        if !inbound.allow.is_empty() && !mtls {
-            bad(
-                &["inbound", "allow"],
-                "allow rules match verified peer identities, which need [inbound.tls] client_ca (mTLS)"
-                    .into(),
-            );
-        }
-        if let Some(jwt) = &inbound.jwt {
-            match (&jwt.jwks_file, &jwt.jwks_url) {
-                (Some(_), Some(_)) => bad(
-                    &["inbound", "jwt", "jwks_url"],
-                    "set either jwks_url or jwks_file, not both".into(),
-                ),
-                (None, None) => bad(
-                    &["inbound", "jwt"],
-                    "needs the JWKS: set jwks_file or jwks_url".into(),
-                ),
-                _ => {}
-            }
-            if let Some(Err(msg)) = jwt.jwks_url.as_deref().map(crate::auth::jwks_url::parse_url) {
-                bad(&["inbound", "jwt", "jwks_url"], msg);
-            }
-            if let Err(msg) = crate::auth::ClaimRoutes::new(&jwt.routes) {
-                bad(&["inbound", "jwt", "routes"], msg);
-            }
-            let https = jwt.jwks_url.as_deref().is_some_and(|u| u.starts_with("https://"));
-            if jwt.jwks_ca.is_some() && !https {
-                bad(
-                    &["inbound", "jwt", "jwks_ca"],
-                    "only applies to an https:// jwks_url".into(),
-                );
-            }
-        }
-    }
-    if let Some(out) = &cfg.outbound {
-        if let Some(name) = &out.default_upstream {
-            if !cfg.upstreams.contains_key(name) {
-                bad(
-                    &["outbound", "default_upstream"],
-                    format!("no upstream named {name:?} is defined"),
-                );
-            }
-        }
-    } else if !cfg.upstreams.is_empty() {
-        bad(
-            &["upstreams"],
-            "upstreams are defined but [outbound] is not: they would never be used".into(),
-        );
-    }
-
-    let mut owner: BTreeMap<String, &str> = BTreeMap::new();
-    for (name, up) in &cfg.upstreams {
-        if up.endpoints.is_empty() {
-            bad(
-                &["upstreams", name, "endpoints"],
-                "needs at least one endpoint".into(),
-            );
-        }
-        for host in std::iter::once(name).chain(&up.hosts) {
-            let key = host.to_ascii_lowercase();
-            match owner.get(&key) {
-                Some(prev) if *prev != name.as_str() => bad(
-                    &["upstreams", name, "hosts"],
-                    format!("host {host:?} is already routed to upstream {prev:?}"),
-                ),
-                _ => {
-                    owner.insert(key, name);
-                }
-            }
-        }
-        if let Some(tls) = &up.tls {
-            if tls.cert.is_some() != tls.key.is_some() {
-                bad(&["upstreams", name, "tls"], "cert and key go together".into());
-            }
-        }
-        if up.timeout.0 < up.connect_timeout.0 {
-            bad(
-                &["upstreams", name, "timeout"],
-                "must not be shorter than connect_timeout".into(),
-            );
-        }
-    }
-    let t = &cfg.tracing;
-    if !(0.0..=1.0).contains(&t.sample_ratio) {
-        bad(&["tracing", "sample_ratio"], "must be between 0.0 and 1.0".into());
-    }
-    if t.propagation.is_empty() {
-        bad(&["tracing", "propagation"], "needs at least one format".into());
-    }
-    if let Some(endpoint) = &t.otlp_endpoint {
-        match endpoint.parse::<http::Uri>() {
-            Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => {}
-            Ok(uri) if uri.scheme_str() == Some("https") => bad(
-                &["tracing", "otlp_endpoint"],
-                "https is not supported: export to a local collector or agent over http".into(),
-            ),
-            _ => bad(
-                &["tracing", "otlp_endpoint"],
-                format!("{endpoint:?} is not an http://host:port URL"),
-            ),
-        }
-    }
-    if t.batch_size == 0 || t.batch_size > t.queue_size {
-        bad(
-            &["tracing", "batch_size"],
-            "must be at least 1 and at most queue_size".into(),
-        );
-    }
-    if let Some(name) = cfg.outbound.as_ref().and_then(|o| o.user_header.as_ref()) {
-        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            bad(
-                &["outbound", "user_header"],
-                format!("{name:?} is not a header name"),
-            );
-        }
-    }
-
-    let l = &cfg.limits;
-    if l.max_request_head.0 < 8 * 1024 {
-        bad(&["limits", "max_request_head"], "must be at least 8KiB".into());
-    }
-    if l.max_connections == 0 {
-        bad(&["limits", "max_connections"], "must be at least 1".into());
-    }
-    if l.max_headers == 0 {
-        bad(&["limits", "max_headers"], "must be at least 1".into());
-    }
-    if l.h2_max_concurrent_streams == 0 {
-        bad(
-            &["limits", "h2_max_concurrent_streams"],
-            "must be at least 1".into(),
-        );
-    }
-    problems
 }
 
 fn default_sample_ratio() -> f64 {
@@ -1030,10 +862,17 @@ fn default_h2_streams() -> u32 {
 fn default_attempts() -> u32 {
     3
 }
-fn default_retry_on() -> Vec<String> {
-    ["502", "503", "504", "429", "connect-failure", "reset", "timeout"]
-        .map(String::from)
-        .to_vec()
+fn default_retry_on() -> Vec<RetryOn> {
+    use RetryOn::*;
+    vec![
+        Status(502),
+        Status(503),
+        Status(504),
+        Status(429),
+        ConnectFailure,
+        Reset,
+        Timeout,
+    ]
 }
 fn default_replay() -> Size {
     Size(64 * 1024)
@@ -1164,7 +1003,7 @@ max_headers = "many"
         assert_eq!(cfg.tracing.inject_formats(), [Propagation::W3c]);
         let custom = cfg.tracing.clone();
         let custom = Tracing {
-            otlp_endpoint: Some("http://collector:4318/otlp/traces".into()),
+            otlp_endpoint: Some(http::Uri::from_static("http://collector:4318/otlp/traces")),
             ..custom
         };
         assert_eq!(custom.traces_url().unwrap(), "http://collector:4318/otlp/traces");
@@ -1172,19 +1011,19 @@ max_headers = "many"
 
     #[test]
     fn bad_tracing_values_are_named() {
-        let src = format!(
-            "{MINIMAL}\n[tracing]\notlp_endpoint = \"https://x:4318\"\nsample_ratio = 1.5\nbatch_size = 0\n"
-        );
+        let src = format!("{MINIMAL}\n[tracing]\notlp_endpoint = \"https://x:4318\"\n");
         let p = problems(&src);
-        assert_eq!(p.len(), 3, "{p:?}");
+        assert_eq!(p.len(), 1, "{p:?}");
         assert!(
-            p.iter()
-                .any(|l| l.starts_with("kawal.toml:10:1: tracing.otlp_endpoint: https")),
+            p[0].starts_with("kawal.toml:10:17: tracing.otlp_endpoint: https"),
             "{p:?}"
         );
+        let src = format!("{MINIMAL}\n[tracing]\nsample_ratio = 1.5\nbatch_size = 0\n");
+        let p = problems(&src);
+        assert_eq!(p.len(), 2, "{p:?}");
         assert!(
             p.iter()
-                .any(|l| l.starts_with("kawal.toml:11:1: tracing.sample_ratio:")),
+                .any(|l| l.starts_with("kawal.toml:10:1: tracing.sample_ratio:")),
             "{p:?}"
         );
         assert!(p.iter().any(|l| l.contains("tracing.batch_size")), "{p:?}");
@@ -1200,7 +1039,7 @@ max_headers = "many"
         let p = problems(&format!("{MINIMAL}\n[limits]\nmax_uri_len = \"1KiB\"\n"));
         assert_eq!(p.len(), 1);
         assert!(
-            p[0].starts_with("kawal.toml:10:1: limits.max_uri_len: unknown field"),
+            p[0].starts_with("kawal.toml:10:1: limits.max_uri_len: unknown key"),
             "{}",
             p[0]
         );
@@ -1280,7 +1119,7 @@ endpoints = ["127.0.0.1:9000"]
         .unwrap();
         let j = cfg.inbound.unwrap().jwt.unwrap();
         assert_eq!(
-            j.jwks_url.as_deref(),
+            j.jwks_url.map(|u| u.to_string()).as_deref(),
             Some("https://idp.example/.well-known/jwks.json")
         );
         assert_eq!(j.jwks_file, None);
@@ -1302,7 +1141,7 @@ endpoints = ["127.0.0.1:9000"]
             let p = problems(&jwt(&format!("jwks_url = \"{url}\"")));
             assert_eq!(p.len(), 1, "{p:?}");
             assert!(
-                p[0].starts_with("kawal.toml:12:1: inbound.jwt.jwks_url: "),
+                p[0].starts_with("kawal.toml:12:12: inbound.jwt.jwks_url: "),
                 "{p:?}"
             );
         }

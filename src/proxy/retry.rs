@@ -79,7 +79,7 @@ impl Resilience {
             retry_timeout: false,
             max_retry_after: r.max_retry_after.0,
         };
-        for on in r.on.iter().filter_map(|s| RetryOn::parse(s).ok()) {
+        for &on in &r.on {
             match on {
                 RetryOn::Status(code) => policy.retry_on_status.push(code),
                 RetryOn::ConnectFailure => policy.retry_connect_failure = true,
@@ -90,7 +90,7 @@ impl Resilience {
         let b = &cfg.breaker;
         Resilience {
             policy,
-            backoff: Backoff::try_new(r.backoff.base.0, r.backoff.max.0).unwrap_or_default(),
+            backoff: r.backoff,
             budget: RetryBudget::new(r.budget.ratio, r.budget.min_per_second, Duration::from_secs(10)),
             breaker: b.enabled.then(|| {
                 Breaker::new(BreakerPolicy {

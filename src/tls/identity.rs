@@ -163,15 +163,7 @@ pub(crate) fn is_spiffe_id(s: &str) -> bool {
 /// A plain (non-wildcard) DNS name; what kawal accepts as an identity and
 /// therefore puts into headers and logs.
 pub(crate) fn is_dns_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
-        })
+    crate::host::check_name(s).is_ok()
 }
 
 /// An untrusted string, shortened for an error message (`{:?}` escapes it).
