@@ -1,5 +1,6 @@
 //! `kawal --config FILE` runs the sidecar; `kawal check FILE` validates a
-//! config (exit 0, or every problem on stderr and exit 2).
+//! config and loads every file it names as start would (exit 0, or every
+//! problem on stderr and exit 2).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,7 +26,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut cfg = match Config::load(&path) {
+    // `check` loads the certificates, keys and JWKS file too, as start will.
+    let loaded = if check_only {
+        Config::check_files(&path)
+    } else {
+        Config::load(&path)
+    };
+    let mut cfg = match loaded {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("{e}");

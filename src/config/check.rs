@@ -252,15 +252,14 @@ fn upstream(name: &str, up: &UpstreamConfig, c: &mut Checks) {
             "needs at least one endpoint, e.g. [\"payment:8080\"]",
         );
     }
-    for (i, host) in up.hosts.iter().enumerate() {
-        if let Err(e) = crate::host::split_authority(host) {
-            let at = i.to_string();
-            c.bad(
-                &["upstreams", name, "hosts"],
-                &at,
-                format!("{host:?}: {e}; write a host name, optionally with :port"),
-            );
-        }
+    for host in &up.hosts {
+        let problem = match crate::host::split_authority(host) {
+            _ if host.contains("://") => "no URL scheme or path".to_owned(),
+            Err(e) => e.to_string(),
+            Ok(_) => continue,
+        };
+        let msg = format!("{host:?}: {problem}; write a host name, optionally with :port");
+        c.bad(t, "hosts", msg);
     }
     c.positive(t, "connect_timeout", up.connect_timeout, Duration::ZERO);
     c.positive(t, "timeout", up.timeout, Duration::ZERO);

@@ -130,6 +130,13 @@ fn tls_key(err: &TlsError, keys: &[(&'static str, Option<&std::path::PathBuf>)])
         TlsError::KeyMismatch { key, .. } => Some(key),
         _ => None,
     };
-    path.and_then(|p| keys.iter().find(|(_, k)| *k == Some(p)))
-        .map_or("", |(name, _)| name)
+    // One file may serve twice (a CA bundle also given as a key): a CA
+    // error is about a CA key.
+    let ca = matches!(err, TlsError::BadCa { .. });
+    path.and_then(|p| {
+        keys.iter()
+            .find(|(name, k)| *k == Some(p) && name.ends_with("ca") == ca)
+            .or_else(|| keys.iter().find(|(_, k)| *k == Some(p)))
+    })
+    .map_or("", |(name, _)| name)
 }

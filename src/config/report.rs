@@ -24,7 +24,9 @@ pub(super) fn render(file: &str, src: &str, problems: Vec<(Vec<String>, String)>
 /// first, so the line it names is commented out (or, when that line was a
 /// required key, its whole table) and the text read again, until it reads
 /// or the error is not one a line can be blamed for (it spans lines, or is a
-/// syntax error). Lines keep their numbers; problems come in file order.
+/// syntax error). Once the rest reads, its checks run too, so one run
+/// reports every problem. Lines keep their numbers; problems come in file
+/// order.
 pub(super) fn type_errors(file: &str, src: &str, first: toml::de::Error) -> Vec<String> {
     const MAX_PROBLEMS: usize = 50;
     let mut problems = vec![locate::describe_toml_error(file, src, &first)];
@@ -44,12 +46,26 @@ pub(super) fn type_errors(file: &str, src: &str, first: toml::de::Error) -> Vec<
             match toml::from_str::<super::Config>(&candidate) {
                 // Our own doing: the commented-out key was required.
                 Err(e) if e.message().starts_with("missing field") => None,
-                read => Some((candidate, read.err())),
+                read => Some((candidate, read)),
             }
         });
-        let Some((candidate, Some(next))) = next else {
-            break;
+        let next = match next {
+            Some((candidate, Err(next))) => (candidate, next),
+            Some((candidate, Ok(cfg))) => {
+                // The rest reads: its range problems belong in the same
+                // report, except those about a table whose bad key was
+                // commented out (it may look missing now).
+                let unread: Vec<String> = problems.iter().filter_map(|p| key_of(file, p)).collect();
+                let checked = super::check::validate(&cfg).into_iter().filter(|(path, _)| {
+                    let key = locate::key_path(path);
+                    !unread.iter().any(|u| u.starts_with(&key))
+                });
+                problems.extend(render(file, &candidate, checked.collect()));
+                break;
+            }
+            None => break,
         };
+        let (candidate, next) = next;
         if toml::from_str::<toml::Table>(&candidate).is_err() {
             break;
         }
@@ -64,6 +80,13 @@ pub(super) fn type_errors(file: &str, src: &str, first: toml::de::Error) -> Vec<
         (at.next(), at.next())
     });
     problems
+}
+
+/// The key path of a rendered problem, `FILE:LINE:COL: key.path: message`.
+fn key_of(file: &str, problem: &str) -> Option<String> {
+    let rest = problem.get(file.len()..)?;
+    let key = rest.splitn(4, ':').nth(3)?.trim_start().split(": ").next()?;
+    Some(key.to_owned())
 }
 
 /// The byte range of the one line an error points into, unless the error
