@@ -12,13 +12,16 @@
 //! 3. The key is found by `kid` among keys bound to that algorithm (see
 //!    `keys`); a token without `kid` may use the only key of a one-key set.
 //!    HS256 tokens are checked only with the configured secret.
-//! 4. Claims: `exp` and `iat` required numbers, `nbf` optional; expiry and
-//!    not-before with the leeway; `iat` not in the future; `exp - iat` at
-//!    most `max_lifetime`; `iss` equal; `aud` (string or array) naming one of
-//!    the audiences; a non-empty string `sub`; each required claim equal to,
-//!    or (for an array) containing, its value.
+//! 4. Signature, `iss` (equal) and `aud` (a string or an array naming one of
+//!    the audiences) through `jsonwebtoken`'s `decode` and `Validation`.
+//! 5. kawal's own claim checks, for what `Validation` does not cover or
+//!    cannot be given a clock for: `exp` and `iat` required numbers, `nbf`
+//!    optional; expiry and not-before with the leeway; `iat` not in the
+//!    future; `exp - iat` at most `max_lifetime`; a non-empty string `sub`;
+//!    each required claim equal to, or (for an array) containing, its value.
 //!
-//! The time is a parameter so tests need no clock. The token itself never
+//! The time is a parameter so tests need no clock (`Validation` reads the
+//! system clock, so its time checks stay off). The token itself never
 //! appears in an error.
 
 mod keys;
@@ -35,7 +38,8 @@ use arc_swap::ArcSwap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use http::{HeaderValue, Method};
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
 
@@ -231,6 +235,9 @@ impl JwtError {
 pub struct JwtVerifier {
     settings: JwtSettings,
     algorithms: Vec<Algorithm>,
+    /// One `jsonwebtoken` validation per pinned algorithm (it wants every
+    /// algorithm of a validation in the key's family), built once.
+    validations: Vec<(Algorithm, Validation)>,
     keys: ArcSwap<KeySet>,
     routes: ClaimRoutes,
     /// Signalled (for a URL source) when a token names an unknown `kid`; the
@@ -301,9 +308,14 @@ impl JwtVerifier {
             &algorithms,
         )?;
         let routes = ClaimRoutes::new(&settings.routes)?;
+        let validations = algorithms
+            .iter()
+            .map(|&alg| (alg, validation(&settings, alg)))
+            .collect();
         Ok(JwtVerifier {
             settings,
             algorithms,
+            validations,
             keys: ArcSwap::from_pointee(keys),
             routes,
             refresh_wanted: Arc::new(Notify::new()),
@@ -411,12 +423,12 @@ impl JwtVerifier {
         HeaderValue::from_str(&value).unwrap_or(bare)
     }
 
-    /// Checks header and signature; returns the decoded, now trusted, payload bytes.
-    fn check_signature(&self, token: &str) -> Result<Vec<u8>, JwtError> {
-        // The signed bytes are `head.body`, exactly as sent.
-        let (signing_input, sig) = token.rsplit_once('.').ok_or(JwtError::Malformed)?;
-        let (head, body) = signing_input.split_once('.').ok_or(JwtError::Malformed)?;
-        if body.contains('.') {
+    /// Checks header, signature, issuer and audience; returns the now
+    /// trusted claims.
+    fn check_signature(&self, token: &str) -> Result<Map<String, Value>, JwtError> {
+        // Exactly three parts, `head.body.signature`.
+        let (head, rest) = token.split_once('.').ok_or(JwtError::Malformed)?;
+        if rest.bytes().filter(|&b| b == b'.').count() != 1 {
             return Err(JwtError::Malformed);
         }
         let header = decode_object(head)?;
@@ -438,23 +450,36 @@ impl JwtVerifier {
             .ok()
             .filter(|a| self.algorithms.contains(a))
             .ok_or(JwtError::AlgNotAllowed)?;
+        let validation = self
+            .validations
+            .iter()
+            .find_map(|(a, v)| (*a == alg).then_some(v))
+            .ok_or(JwtError::AlgNotAllowed)?;
         let keys = self.keys.load();
         for key in candidates(&keys, alg, kid)? {
-            match jsonwebtoken::crypto::verify(sig, signing_input.as_bytes(), key, alg) {
-                Ok(true) => return URL_SAFE_NO_PAD.decode(body).map_err(|_| JwtError::Malformed),
-                Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::Base64(_)) => {
-                    return Err(JwtError::Malformed)
-                }
-                // A key the crypto backend refuses verifies nothing; try the next one.
-                Ok(false) | Err(_) => {}
+            match jsonwebtoken::decode::<Map<String, Value>>(token, key, validation) {
+                Ok(data) => return Ok(data.claims),
+                Err(e) => match e.kind() {
+                    ErrorKind::InvalidIssuer => return Err(JwtError::WrongIssuer),
+                    ErrorKind::InvalidAudience => return Err(JwtError::WrongAudience),
+                    ErrorKind::MissingRequiredClaim(c) if c == "iss" => return Err(JwtError::WrongIssuer),
+                    ErrorKind::MissingRequiredClaim(_) => return Err(JwtError::WrongAudience),
+                    ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
+                        return Err(JwtError::Malformed)
+                    }
+                    // A bad signature, or a key the crypto backend refuses:
+                    // it verifies nothing; try the next one.
+                    _ => {}
+                },
             }
         }
         Err(JwtError::BadSignature)
     }
 
-    fn check_claims(&self, payload: Vec<u8>, now: SystemTime) -> Result<Claims, JwtError> {
+    /// kawal's own claim checks, on claims whose signature, `iss` and `aud`
+    /// `jsonwebtoken` has verified.
+    fn check_claims(&self, claims: Map<String, Value>, now: SystemTime) -> Result<Claims, JwtError> {
         let s = &self.settings;
-        let claims: Map<String, Value> = serde_json::from_slice(&payload).map_err(|_| JwtError::Malformed)?;
         let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
         let leeway = s.leeway.as_secs_f64();
         let exp = numeric(&claims, "exp")?.ok_or(JwtError::NoExp)?;
@@ -475,18 +500,6 @@ impl JwtVerifier {
         if exp - iat > s.max_lifetime.as_secs_f64() {
             return Err(JwtError::LifetimeTooLong);
         }
-        if claims.get("iss").and_then(Value::as_str) != Some(s.issuer.as_str()) {
-            return Err(JwtError::WrongIssuer);
-        }
-        let aud_ok = |a: &Value| a.as_str().is_some_and(|a| s.audiences.iter().any(|x| x == a));
-        let aud_ok = match claims.get("aud") {
-            Some(Value::Array(list)) => list.iter().any(aud_ok),
-            Some(one) => aud_ok(one),
-            None => false,
-        };
-        if !aud_ok {
-            return Err(JwtError::WrongAudience);
-        }
         let sub = match claims.get("sub") {
             Some(Value::String(sub)) if !sub.is_empty() => sub.clone(),
             _ => return Err(JwtError::NoSub),
@@ -497,6 +510,19 @@ impl JwtVerifier {
             raw: Value::Object(claims),
         })
     }
+}
+
+/// `jsonwebtoken`'s checks for `alg`: the issuer and one of the audiences,
+/// both required. Its time checks are off: they read the system clock, and
+/// kawal's own take `now` and also bound the lifetime.
+fn validation(settings: &JwtSettings, alg: Algorithm) -> Validation {
+    let mut v = Validation::new(alg);
+    v.validate_exp = false;
+    v.validate_nbf = false;
+    v.set_required_spec_claims(&["iss", "aud"]);
+    v.set_issuer(&[&settings.issuer]);
+    v.set_audience(&settings.audiences);
+    v
 }
 
 /// Each `(name, value)`: the claim equals the value, or is an array holding it.
