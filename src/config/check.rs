@@ -150,8 +150,12 @@ fn inbound(inbound: &Inbound, c: &mut Checks) {
     let t = &["inbound"];
     c.positive(t, "connect_timeout", inbound.connect_timeout, Duration::ZERO);
     c.positive(t, "timeout", inbound.timeout, Duration::ZERO);
-    if let Err(msg) = crate::auth::Policy::new(inbound.allow.clone()) {
-        c.bad(t, "allow", msg);
+    // Rule by rule, so the message points at the `[[inbound.allow]]` at fault.
+    for (i, rule) in inbound.allow.iter().enumerate() {
+        if let Err(msg) = crate::auth::Policy::new(vec![rule.clone()]) {
+            let msg = msg.strip_prefix("inbound.allow[0]: ").unwrap_or(&msg).to_owned();
+            c.bad(&["inbound", "allow"], &i.to_string(), msg);
+        }
     }
     let mtls = inbound.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
     if !inbound.allow.is_empty() && !mtls {
@@ -195,8 +199,14 @@ fn jwt(jwt: &InboundJwt, c: &mut Checks) {
         (None, None) => c.bad(t, "", "needs the JWKS: set jwks_file or jwks_url"),
         _ => {}
     }
-    if let Err(msg) = crate::auth::ClaimRoutes::new(&jwt.routes) {
-        c.bad(t, "routes", msg);
+    for (i, route) in jwt.routes.iter().enumerate() {
+        if let Err(msg) = crate::auth::ClaimRoutes::new(std::slice::from_ref(route)) {
+            let msg = msg
+                .strip_prefix("inbound.jwt.routes[0]: ")
+                .unwrap_or(&msg)
+                .to_owned();
+            c.bad(&["inbound", "jwt", "routes"], &i.to_string(), msg);
+        }
     }
     let https = jwt
         .jwks_url

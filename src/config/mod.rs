@@ -1103,7 +1103,7 @@ endpoints = ["127.0.0.1:9000"]
         let p = problems(&cfg("paths = [\"orders\"]\nrequire_claims = { scope = \"w\" }"));
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(
-            p[0].contains("inbound.jwt.routes: inbound.jwt.routes[0]: path pattern"),
+            p[0].contains("kawal.toml:13:1: inbound.jwt.routes.0: path pattern"),
             "{p:?}"
         );
     }
