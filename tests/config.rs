@@ -383,6 +383,12 @@ fn check_loads_certificates_keys_and_jwks_as_start_does() {
     let (code, stdout, stderr) = check(&good);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(stdout.trim(), format!("{}: ok", good.display()));
+    // A remote JWKS is not fetched by `check` (only its CA bundle is loaded).
+    let remote = format!(
+        "{BASE}{INBOUND}[inbound.jwt]\nissuer = \"i\"\naudiences = [\"a\"]\njwks_url = \"https://idp.invalid/jwks\"\njwks_ca = \"{ca}\"\n"
+    );
+    let (code, _, stderr) = check(&dir.write("remote.toml", &remote));
+    assert_eq!(code, Some(0), "{stderr}");
 
     for (case, text, needle, key_path, hint) in [
         ("missing_cert", tls_config(&pki.path("nope.crt"), &key, &ca), "cert =", "inbound.tls.cert", "cannot read"),
@@ -401,6 +407,13 @@ fn check_loads_certificates_keys_and_jwks_as_start_does() {
             "server_identity",
             "upstreams.payment.tls.server_identity",
             "server identity",
+        ),
+        (
+            "jwks_ca_missing",
+            format!("{BASE}{INBOUND}[inbound.jwt]\nissuer = \"i\"\naudiences = [\"a\"]\njwks_url = \"https://idp.test/jwks\"\njwks_ca = \"missing-ca.pem\"\n"),
+            "jwks_ca",
+            "inbound.jwt.jwks_ca",
+            "missing-ca.pem",
         ),
         (
             "jwks_missing",
