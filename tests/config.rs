@@ -323,6 +323,47 @@ fn check_refuses_every_bad_value_naming_file_line_and_key() {
     for (case, text, needle, key, hint) in cases {
         refused(&dir, case, text, needle, key, hint);
     }
+    let rate = |body: &str| format!("{BASE}{INBOUND}[[inbound.rate_limits]]\n{body}\n");
+    let cases: &[(&str, String, &str, &str, &str)] = &[
+        (
+            "rate_requests_0",
+            rate("requests = 0"),
+            "requests",
+            "inbound.rate_limits.0.requests",
+            "at least 1",
+        ),
+        (
+            "rate_period_0",
+            rate("requests = 5\nperiod = \"0s\""),
+            "period",
+            "inbound.rate_limits.0.period",
+            "longer than 0s",
+        ),
+        (
+            "rate_burst_0",
+            rate("requests = 5\nburst = 0"),
+            "burst",
+            "inbound.rate_limits.0.burst",
+            "at least 1",
+        ),
+        (
+            "rate_key",
+            rate("requests = 5\nkey = \"ip\""),
+            "key",
+            "inbound.rate_limits.0.key",
+            "\"route\", \"identity\"",
+        ),
+        (
+            "rate_path",
+            rate("requests = 5\npaths = [\"orders\"]"),
+            "paths =",
+            "inbound.rate_limits.0.paths",
+            "path",
+        ),
+    ];
+    for (case, text, needle, key, hint) in cases {
+        refused(&dir, case, text, needle, key, hint);
+    }
 }
 
 #[test]
