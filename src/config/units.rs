@@ -6,8 +6,8 @@
 //! implements [`FromStr`] with the same rules and the same messages, and
 //! [`fmt::Display`] back to a canonical string that parses to the same value.
 //!
-//! - [`Dur`]: `"250ms"`, `"30s"`, `"15m"`, `"2h"`, or several parts with
-//!   strictly decreasing units such as `"1m30s"` or `"1s500ms"`.
+//! - [`Dur`]: `"250ms"`, `"30s"`, `"15m"`, `"2h"`, `"1m30s"`, parsed by
+//!   `humantime`; a bare number is refused with a hint.
 //! - [`Size`]: `"512B"`, `"10KB"` (1000), `"64KiB"` (1024), up to `TB`/`TiB`.
 //! - [`Addr`]: a socket address to listen on, `"127.0.0.1:8080"`,
 //!   `"[::1]:80"`.
@@ -325,12 +325,8 @@ impl fmt::Display for Addr {
 /// `"10.1.2.3:15006"` or `"[fd00::1]:8080"`.
 ///
 /// The host is an IPv4 address, a bracketed IPv6 address (stored without the
-/// brackets, so `host.parse::<IpAddr>()` works), or a DNS name: dot-separated
-/// labels of ASCII letters, digits, `-` and `_` (the latter for container
-/// names), 1–63 characters each, not starting or ending with `-`, at most 253
-/// characters in all, optionally one trailing dot, and not all-numeric in the
-/// last label (so `"10.1.2.300"` is reported as a bad IP address). The port
-/// must be 1–65535.
+/// brackets, so `host.parse::<IpAddr>()` works), or a DNS name, by the
+/// crate's one host validator ([`crate::host`]). The port must be 1–65535.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct HostPort {
     /// DNS name or IP address (IPv6 without brackets).
