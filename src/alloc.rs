@@ -5,8 +5,8 @@
 //! mimalloc v3 answers those from its fast path only for blocks up to 1 KiB
 //! whose next free block happens to be aligned; the rest take a generic path
 //! that over-allocates every block whose size class is not a power of two
-//! (about 175 instructions instead of 40, and a larger block: on the s3 path
-//! ~4.5 such allocations per request on each sidecar). Known upstream:
+//! (several times the work of the fast path, and a larger block, for
+//! allocations every request makes on each sidecar). Known upstream:
 //! mimalloc_rust PR #170. Every mimalloc block of 16 bytes or more is 16-byte
 //! aligned (smaller ones 8), so a request aligned to at most 16 and to no
 //! more than its size is served by the plain calls.

@@ -1,8 +1,8 @@
 //! The request head timeout of a connection, kept by kawal instead of hyper.
 //!
 //! hyper's own (`header_read_timeout`) boxes a new timer for every request,
-//! registers it in tokio's wheel and removes it after the head: ~1,400
-//! instructions per request, 3–4 % of a proxy hop. Here each connection has
+//! registers it in tokio's wheel and removes it after the head, a cost paid
+//! on every request of a proxy hop. Here each connection has
 //! one timer, moved only when it fires: a connection that is busy or got new
 //! requests in the meantime pushes it back then, so a connection serving
 //! requests touches tokio's timer about once per timeout, not per request.

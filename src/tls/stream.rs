@@ -11,8 +11,8 @@ use tokio::net::TcpStream;
 ///
 /// Why: hyper tries a read every time it polls a connection (for the next
 /// head, or to notice a close while idle), several times per request, and
-/// most of those find nothing. Through tokio-rustls each such try costs
-/// ~450 instructions (record buffer, socket read attempt, error value); the
+/// most of those find nothing. Through tokio-rustls each such try goes
+/// through the record buffer, a socket read attempt and an error value; the
 /// check here (no decrypted bytes buffered, socket not readable) costs a
 /// fraction of that and registers the same wake-up.
 pub struct TlsConn(tokio_rustls::TlsStream<TcpStream>);
