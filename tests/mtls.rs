@@ -463,7 +463,7 @@ impl rustls::client::danger::ServerCertVerifier for ChainOnly {
 /// B with inbound mTLS whose files are re-read every 50 ms.
 async fn reloading_b(pki: &Pki, app: &Upstream) -> Proxy {
     let tls = format!(
-        "[inbound.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nreload_interval = \"50ms\"",
+        "[inbound.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nreload_interval = \"100ms\"",
         pki.path("b.crt"),
         pki.path("b.key"),
         pki.path("ca.pem")
