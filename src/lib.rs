@@ -115,7 +115,14 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut upstreams = Vec::new();
-    let mut certs: Vec<(_, admin::CertExpiry)> = Vec::new();
+    let mut certs: Vec<admin::LoadedCert> = Vec::new();
+    let (mut inbound_metrics, mut unrouted, mut tls_failures) = (None, None, None);
+    let info = admin::Info {
+        service: cfg.service.name.clone(),
+        config: admin::redact(&format!("{cfg:#?}")),
+        started: std::time::SystemTime::now(),
+        started_instant: std::time::Instant::now(),
+    };
 
     // Bind everything first, so a port clash fails before anything is served.
     let inbound_listener = match &cfg.inbound {
@@ -148,13 +155,17 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
                     tracing::warn!("inbound TLS without client_ca: clients are not authenticated (no mTLS)");
                 }
                 let cert = server.clone();
-                certs.push((
-                    metrics.cert_expiry("inbound"),
-                    Box::new(move || Some(cert.not_after())),
-                ));
+                certs.push(admin::LoadedCert {
+                    name: "inbound".into(),
+                    gauge: metrics.cert_expiry("inbound"),
+                    not_after: Box::new(move || Some(cert.not_after())),
+                });
+                let failures = metrics.tls_failures("inbound");
+                tls_failures = Some(failures.clone());
                 Some(server::TlsListener {
                     tls: server,
                     handshake_timeout: t.handshake_timeout.0,
+                    failures,
                 })
             }
             None => {
@@ -211,7 +222,7 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
             policy: auth::Policy::new(icfg.allow.clone()).map_err(StartError::Auth)?,
             jwt,
             rate_limits,
-            metrics: metrics.route("inbound", "app"),
+            metrics: inbound_metrics.insert(metrics.route("inbound", "app")).clone(),
             app,
         });
         let open = metrics.connections("inbound");
@@ -242,8 +253,12 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
                     );
                     if client.not_after().is_some() {
                         let cert = client.clone();
-                        let gauge = metrics.cert_expiry(&format!("upstream:{name}"));
-                        certs.push((gauge, Box::new(move || cert.not_after())));
+                        let label = format!("upstream:{name}");
+                        certs.push(admin::LoadedCert {
+                            gauge: metrics.cert_expiry(&label),
+                            name: label,
+                            not_after: Box::new(move || cert.not_after()),
+                        });
                     }
                     Some(client)
                 }
@@ -263,7 +278,7 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
             }
             let destination = Arc::new(Destination {
                 metrics: metrics.route("outbound", name),
-                resilience: Resilience::new(u, metrics.resilience(name)),
+                resilience: Resilience::new(u, metrics.resilience(name, u.breaker.enabled)),
                 upstream,
             });
             for host in std::iter::once(name).chain(&u.hosts) {
@@ -279,7 +294,9 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
                 .as_ref()
                 .and_then(|n| by_name.get(n).cloned()),
             routes,
-            unrouted: metrics.route("outbound", ""),
+            unrouted: unrouted
+                .insert(metrics.route("outbound", metrics::UNROUTED))
+                .clone(),
             user_header: ocfg.user_header.clone(),
         });
         let open = metrics.connections("outbound");
@@ -296,8 +313,13 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         metrics: Arc::new(metrics),
         ready: AtomicBool::new(true),
         upstreams,
+        inbound: inbound_metrics,
+        unrouted,
+        tls_failures,
         sink,
         certs,
+        info,
+        panels: admin::Panels::default(),
     });
     {
         let state = admin_state.clone();

@@ -108,6 +108,8 @@ pub struct TlsListener {
     pub tls: Arc<ServerTls>,
     /// Time a client has to complete the handshake.
     pub handshake_timeout: Duration,
+    /// Failed handshakes by reason.
+    pub failures: crate::metrics::Reasons,
 }
 
 /// Serves connections from `listener` until `shutdown` fires, then lets the
@@ -164,7 +166,7 @@ pub async fn serve<H, F, B>(
         };
         // The handshake runs in the connection's task, so a slow client
         // cannot hold up the accept loop; it has `handshake_timeout` at most.
-        let (acceptor, limit) = (tls.tls.acceptor(), tls.handshake_timeout);
+        let (acceptor, limit, failures) = (tls.tls.acceptor(), tls.handshake_timeout, tls.failures.clone());
         let (builder, drain, handler) = (builder.clone(), drain.clone(), handler.clone());
         tokio::spawn(async move {
             match tokio::time::timeout(limit, acceptor.accept(stream)).await {
@@ -172,20 +174,26 @@ pub async fn serve<H, F, B>(
                     let info = ConnInfo::new(peer, true, crate::tls::peer_identity(stream.get_ref().1));
                     serve_connection(&builder, drain, TlsConn::from(stream), info, handler).await;
                 }
-                Ok(Err(e)) => tracing::warn!(
+                Ok(Err(e)) => {
+                    failures.inc(crate::tls::handshake_failure_label(&e));
+                    tracing::warn!(
                     event = "tls_handshake_failed",
                     listener = name,
                     peer = %peer,
                     reason = %crate::tls::describe_handshake_error(&e),
                     "TLS handshake refused"
-                ),
-                Err(_) => tracing::warn!(
+                    )
+                }
+                Err(_) => {
+                    failures.inc("timeout");
+                    tracing::warn!(
                     event = "tls_handshake_failed",
                     listener = name,
                     peer = %peer,
                     reason = "handshake timeout",
                     "TLS handshake refused"
-                ),
+                    )
+                }
             }
             open.dec();
             drop(slot);

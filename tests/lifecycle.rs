@@ -138,7 +138,7 @@ async fn admin_port_serves_live_ready_and_metrics() {
         .await
         .unwrap();
     assert!(
-        metrics.contains(r#"kawal_requests_total{direction="inbound",upstream="app",status_class="2xx"} 1"#),
+        metrics.contains(r#"kawal_requests_total{direction="inbound",upstream="app",code="200"} 1"#),
         "{metrics}"
     );
     assert!(

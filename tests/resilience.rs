@@ -48,7 +48,7 @@ async fn get_succeeds_after_two_503s_in_three_attempts() {
     assert_eq!(proxy.wait_log_lines(1).await[0]["attempts"], 3);
     assert_eq!(
         proxy
-            .metric(r#"kawal_retries_total{upstream="svc",reason="status"}"#)
+            .metric(r#"kawal_retries_total{upstream="svc",reason="503"}"#)
             .await,
         2.0
     );
@@ -344,7 +344,12 @@ async fn breaker_opens_after_consecutive_failures_fails_fast_then_half_open_prob
     let admin = format!("http://{}/upstreams", proxy.admin());
     let view: serde_json::Value = client().get(&admin).send().await.unwrap().json().await.unwrap();
     assert_eq!(view["upstreams"][0]["breaker"]["state"], "open");
-    assert_eq!(proxy.metric(r#"kawal_breaker_state{upstream="svc"}"#).await, 1.0);
+    assert_eq!(
+        proxy
+            .metric(r#"kawal_breaker_state{upstream="svc",state="open"}"#)
+            .await,
+        1.0
+    );
 
     // The upstream comes back; after the cool-down one probe closes the breaker.
     healthy.store(true, Ordering::SeqCst);

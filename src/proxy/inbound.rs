@@ -132,6 +132,7 @@ impl Inbound {
             Decision::Unrestricted => Ok(None),
             Decision::Allow { rule } => Ok(Some(rule)),
             Decision::Deny => {
+                self.metrics.authz_denied();
                 tracing::warn!(
                     event = "authz",
                     decision = "deny",
@@ -161,6 +162,9 @@ impl Inbound {
                 SystemTime::now(),
             ),
         };
+        if let Err(e) = &verified {
+            self.metrics.jwt_failed(e.reason());
+        }
         match verified {
             Ok(claims) => Ok(claims.map(|c| Arc::from(c.sub))),
             Err(e) => Err(ProxyError::Unauthenticated {

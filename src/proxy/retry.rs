@@ -224,7 +224,7 @@ impl Resilience {
                 self.metrics.budget_exhausted.inc();
                 return result;
             }
-            self.metrics.retry(failure.as_str());
+            self.metrics.retry(failure.retry_on());
             record.retried.push(RetriedAttempt {
                 endpoint: record.endpoint,
                 status: result.as_ref().ok().map(|r| r.status().as_u16()),
@@ -275,7 +275,7 @@ impl Resilience {
     }
 
     fn log_transition(&self, upstream: &Upstream, t: Transition) {
-        self.metrics.breaker_state.set(t.to.gauge());
+        self.metrics.set_breaker(t.to.as_str());
         tracing::warn!(
             event = "breaker_state_changed",
             upstream = %upstream.name,
@@ -284,6 +284,19 @@ impl Resilience {
             "circuit breaker {}",
             t.to.as_str()
         );
+    }
+
+    /// Brings the breaker's state set up to date: an open breaker whose
+    /// cool-down has ended is half-open even before a request notices.
+    pub fn refresh_breaker_metric(&self) {
+        if let Some(b) = &self.breaker {
+            self.metrics.set_breaker(b.state(Instant::now()).as_str());
+        }
+    }
+
+    /// Retries the budget would allow now.
+    pub fn budget_remaining(&self) -> u64 {
+        self.budget.remaining(Instant::now())
     }
 
     /// The breaker's state and counts, for `/upstreams`.

@@ -278,9 +278,12 @@ impl Upstream {
         self.endpoints.store(Arc::new(next));
     }
 
-    /// The current endpoint addresses, for the admin port.
-    pub fn endpoint_addrs(&self) -> Vec<SocketAddr> {
-        self.endpoints.load().iter().map(|e| e.addr).collect()
+    /// The current endpoints and their outstanding requests, for the admin port.
+    pub fn endpoint_loads(&self) -> Vec<(SocketAddr, usize)> {
+        let eps = self.endpoints.load();
+        eps.iter()
+            .map(|e| (e.addr, e.in_flight.load(Ordering::Relaxed)))
+            .collect()
     }
 
     /// Power of two choices on least outstanding requests.

@@ -83,15 +83,6 @@ impl State {
             State::HalfOpen => "half_open",
         }
     }
-
-    /// Value for a state gauge: closed 0, open 1, half-open 2.
-    pub fn gauge(self) -> i64 {
-        match self {
-            State::Closed => 0,
-            State::Open => 1,
-            State::HalfOpen => 2,
-        }
-    }
 }
 
 /// How a request that held a [`Permit`] ended, from the breaker's point of view.
@@ -476,9 +467,9 @@ mod tests {
     }
 
     #[test]
-    fn state_names_and_gauge_values() {
-        let names = [State::Closed, State::Open, State::HalfOpen].map(|s| (s.as_str(), s.gauge()));
-        assert_eq!(names, [("closed", 0), ("open", 1), ("half_open", 2)]);
+    fn state_names_match_the_metric_labels() {
+        let names = [State::Closed, State::Open, State::HalfOpen].map(State::as_str);
+        assert_eq!(names, crate::metrics::BREAKER_STATES);
     }
 
     #[test]

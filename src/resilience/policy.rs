@@ -49,6 +49,17 @@ impl Failure {
         }
     }
 
+    /// The failure as the config's `retry.on` spells it, for the retries
+    /// metric: `connect-failure`, `reset`, `timeout` or the status code.
+    pub fn retry_on(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Failure::ConnectRefused | Failure::ConnectTimeout => "connect-failure".into(),
+            Failure::Reset { .. } => "reset".into(),
+            Failure::PerTryTimeout => "timeout".into(),
+            Failure::Status(code) => code.to_string().into(),
+        }
+    }
+
     /// Whether the failure happened before any request byte reached the upstream.
     fn before_request_sent(&self) -> bool {
         matches!(self, Failure::ConnectRefused | Failure::ConnectTimeout)

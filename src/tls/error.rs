@@ -103,6 +103,36 @@ pub fn describe_handshake_error(err: &io::Error) -> String {
     }
 }
 
+/// A failed handshake's reason as a metric label: a small fixed set
+/// (`no_client_cert`, `unknown_issuer`, `cert_expired`, `bad_cert`,
+/// `identity_rejected`, `not_tls`, `alert`, `incompatible`, `closed`,
+/// `reset`, `timeout`, `other`), unlike the log's free text.
+pub fn handshake_failure_label(err: &io::Error) -> &'static str {
+    use rustls::Error as E;
+    use CertificateError as C;
+    if let Some(e) = err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+        return match e {
+            E::NoCertificatesPresented => "no_client_cert",
+            E::InvalidCertificate(C::UnknownIssuer) => "unknown_issuer",
+            E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "cert_expired",
+            E::InvalidCertificate(C::Other(o)) if o.0.downcast_ref::<IdentityRejected>().is_some() => {
+                "identity_rejected"
+            }
+            E::InvalidCertificate(_) => "bad_cert",
+            E::InvalidMessage(_) => "not_tls",
+            E::AlertReceived(_) => "alert",
+            E::PeerIncompatible(_) | E::NoApplicationProtocol => "incompatible",
+            _ => "other",
+        };
+    }
+    match err.kind() {
+        io::ErrorKind::UnexpectedEof => "closed",
+        io::ErrorKind::TimedOut => "timeout",
+        io::ErrorKind::ConnectionReset => "reset",
+        _ => "other",
+    }
+}
+
 fn describe_rustls(e: &rustls::Error) -> String {
     use rustls::Error as E;
     match e {

@@ -31,7 +31,7 @@ mod tests;
 use std::sync::Arc;
 
 pub use client::{ClientTls, ClientTlsFiles, ALPN_H2, ALPN_HTTP1};
-pub use error::{describe_handshake_error, TlsError};
+pub use error::{describe_handshake_error, handshake_failure_label, TlsError};
 pub use identity::peer_identity;
 pub use reload::secs_until;
 pub use server::{ServerTls, ServerTlsFiles};

@@ -2,6 +2,7 @@
 //! process with an in-memory access log, raw-socket helpers for hostile input.
 #![allow(dead_code)]
 
+pub mod openmetrics;
 pub mod otlp;
 pub mod pki;
 pub mod websocket;
@@ -177,7 +178,7 @@ impl Proxy {
         panic!("expected {n} access log lines, got {}: {lines:?}", lines.len());
     }
 
-    /// The value of one series on `/metrics` (e.g. `kawal_breaker_state{upstream="svc"}`).
+    /// The value of one series on `/metrics` (e.g. `kawal_breaker_state{upstream="svc",state="open"}`).
     pub async fn metric(&self, series: &str) -> f64 {
         let text = client()
             .get(format!("http://{}/metrics", self.admin()))
