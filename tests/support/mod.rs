@@ -180,6 +180,13 @@ impl Proxy {
 
     /// The value of one series on `/metrics` (e.g. `kawal_breaker_state{upstream="svc",state="open"}`).
     pub async fn metric(&self, series: &str) -> f64 {
+        let (value, text) = self.metric_opt(series).await;
+        value.unwrap_or_else(|| panic!("no {series} in {text}"))
+    }
+
+    /// The value of one series, `None` while it does not exist (a labelled
+    /// series appears at its first use); and the whole scrape.
+    pub async fn metric_opt(&self, series: &str) -> (Option<f64>, String) {
         let text = client()
             .get(format!("http://{}/metrics", self.admin()))
             .send()
@@ -188,9 +195,10 @@ impl Proxy {
             .text()
             .await
             .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {series} in {text}"))
+        let value = text
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok());
+        (value, text)
     }
 
     pub async fn shutdown(mut self) {
