@@ -4,9 +4,12 @@
 //!
 //! Handles are made once per route at startup; a status code's counter is
 //! created in the family the first time that code is seen (so no series for
-//! codes never answered) and then kept in the route's own table, so the
-//! request path after the first of each code is atomic adds only.
+//! codes never answered) and then kept in the route's own small table (16
+//! codes, ~400 bytes), so the request path after the first of each code is a
+//! short scan and atomic adds. A route answering more distinct codes than
+//! that looks the rest up in the family each time (correct, slower).
 
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -35,9 +38,15 @@ pub(super) struct ClassLabels {
 pub(super) type Histograms = Family<ClassLabels, Histogram, fn() -> Histogram>;
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-/// Codes 100..=599 get a slot in the route's table; others (600-999, rare)
-/// are looked up in the family each time.
-const TABLE: std::ops::RangeInclusive<u16> = 100..=599;
+/// Distinct status codes a route keeps handles for.
+const CODE_SLOTS: usize = 16;
+
+/// A code (0: free) and its counter.
+#[derive(Default)]
+struct CodeSlot {
+    code: AtomicU16,
+    counter: OnceLock<Counter>,
+}
 
 /// Handles for one (direction, upstream), cheap to clone.
 #[derive(Clone)]
@@ -48,7 +57,7 @@ struct Route {
     upstream: Arc<str>,
     requests: Family<CodeLabels, Counter>,
     latency: Histograms,
-    by_code: Box<[OnceLock<Counter>]>,
+    by_code: [CodeSlot; CODE_SLOTS],
     by_class: [OnceLock<Histogram>; 5],
     recent: Recent,
     inbound: Arc<Refusals>,
@@ -77,7 +86,7 @@ impl RouteMetrics {
             upstream: upstream.into(),
             requests,
             latency,
-            by_code: TABLE.map(|_| OnceLock::new()).collect(),
+            by_code: Default::default(),
             by_class: Default::default(),
             recent: Recent::default(),
             inbound,
@@ -93,8 +102,9 @@ impl RouteMetrics {
             upstream: r.upstream.clone(),
             code: status,
         };
-        match r.by_code.get(usize::from(status.wrapping_sub(*TABLE.start()))) {
+        match r.slot(status) {
             Some(slot) => slot
+                .counter
                 .get_or_init(|| r.requests.get_or_create_owned(&labels()))
                 .inc(),
             None => r.requests.get_or_create(&labels()).inc(),
@@ -128,15 +138,76 @@ impl RouteMetrics {
     }
 
     /// Totals since start, read from the same counters `/metrics` shows
-    /// (codes outside 100..=599 are left out here).
+    /// (of the first 16 distinct codes seen).
     pub fn totals(&self) -> RouteTotals {
-        let by_code: std::collections::BTreeMap<u16, u64> = TABLE
-            .zip(self.0.by_code.iter())
-            .filter_map(|(code, c)| c.get().map(|c| (code, c.get())))
+        let by_code: std::collections::BTreeMap<u16, u64> = self
+            .0
+            .by_code
+            .iter()
+            .filter_map(|s| Some((s.code.load(Ordering::Acquire), s.counter.get()?.get())))
             .collect();
         RouteTotals {
             total: by_code.values().sum(),
             by_code,
         }
+    }
+}
+
+impl Route {
+    /// The table slot of `status`, claiming a free one for a new code. Every
+    /// thread scans in the same order and claims with a CAS, so a code never
+    /// gets two slots.
+    fn slot(&self, status: u16) -> Option<&CodeSlot> {
+        self.by_code.iter().find(|slot| {
+            let seen = match slot.code.load(Ordering::Acquire) {
+                0 => match slot
+                    .code
+                    .compare_exchange(0, status, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => status,
+                    Err(taken) => taken,
+                },
+                seen => seen,
+            };
+            seen == status
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_code_gets_one_slot_and_overflow_still_counts() {
+        let m = super::super::Metrics::default();
+        let r = m.route("outbound", "svc");
+        for code in (200..220).chain(200..220) {
+            r.record(code, Duration::from_millis(1));
+        }
+        let totals = r.totals();
+        assert_eq!(totals.by_code.len(), CODE_SLOTS);
+        assert!(totals.by_code.values().all(|&n| n == 2), "{totals:?}");
+        let text = m.render(0);
+        // The codes past the table are counted in the family all the same.
+        assert!(text.contains(r#"code="219"} 2"#), "{text}");
+    }
+
+    #[test]
+    fn racing_threads_share_one_slot_per_code() {
+        let m = super::super::Metrics::default();
+        let r = m.route("outbound", "svc");
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for i in 0..2_000u16 {
+                        r.record(200 + i % 8, Duration::ZERO);
+                    }
+                });
+            }
+        });
+        let totals = r.totals();
+        assert_eq!(totals.by_code.len(), 8, "{totals:?}");
+        assert!(totals.by_code.values().all(|&n| n == 1_000), "{totals:?}");
     }
 }
