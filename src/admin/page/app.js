@@ -29,35 +29,32 @@ function duration(s) {
 const num = (x, digits = 1) => (x == null ? "–" : Number(x).toFixed(digits));
 const kv = (pairs) => el("div", { class: "kv" }, ...pairs.map(([k, v]) => el("span", {}, `${k} `, el("b", {}, v))));
 
-// A small line plot: series = [{name, values (null = no data)}], x = minutes.
+// A small line plot: series = [{name, values (null = no data), color}],
+// one value a minute, the last one now. Labels are HTML, so the SVG may
+// stretch to its box without distorting text.
 function plot(title, series, unit) {
-  const W = 300, H = 70, P = 14;
+  const W = 100, H = 40;
   const all = series.flatMap((s) => s.values).filter((v) => v != null);
   const max = Math.max(1e-9, ...all);
   const n = Math.max(2, series[0].values.length);
-  const x = (i) => P + ((W - 2 * P) * i) / (n - 1);
-  const y = (v) => H - 10 - ((H - 20) * v) / max;
-  const svg = el("svg:svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": title });
-  svg.append(el("svg:text", { x: 2, y: 9, class: "axis" }, `${num(max, max < 10 ? 2 : 0)} ${unit}`));
-  svg.append(el("svg:text", { x: 2, y: H - 1, class: "axis" }, `-${n - 1}m`));
-  svg.append(el("svg:text", { x: W - 22, y: H - 1, class: "axis" }, "now"));
+  const x = (i) => (W * i) / (n - 1);
+  const y = (v) => H - 2 - ((H - 4) * v) / max;
+  const svg = el("svg:svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img", "aria-label": title });
   series.forEach((s, k) => {
-    // A run of points between gaps becomes one polyline; a lone point, a dot.
+    const cls = `s${s.color ?? k}`;
+    // A run of points between gaps becomes one polyline; a lone point, a short tick.
     let run = [];
     const flush = () => {
-      const cls = `s${s.color ?? k}`;
-      if (run.length > 1) svg.append(el("svg:polyline", { class: cls, points: run.join(" ") }));
-      if (run.length === 1) {
-        const [cx, cy] = run[0].split(",");
-        svg.append(el("svg:circle", { class: `dot ${cls}`, cx, cy, r: 2 }));
-      }
+      if (run.length === 1) run.push([run[0][0] >= 3 ? run[0][0] - 3 : run[0][0] + 3, run[0][1]]);
+      if (run.length) svg.append(el("svg:polyline", { class: cls, points: run.map(([a, b]) => `${a.toFixed(1)},${b.toFixed(1)}`).join(" ") }));
       run = [];
     };
-    s.values.forEach((v, i) => (v == null ? flush() : run.push(`${x(i).toFixed(1)},${y(v).toFixed(1)}`)));
+    s.values.forEach((v, i) => (v == null ? flush() : run.push([x(i), y(v)])));
     flush();
   });
-  const legend = el("div", { class: "legend" }, ...series.map((s, k) => el("span", { class: `l${s.color ?? k}` }, s.name)));
-  return el("div", { class: "plot" }, el("div", { class: "title" }, title), svg, legend);
+  const legend = el("div", { class: "legend" }, ...series.map((s, k) => el("span", { class: `l${s.color ?? k}` }, s.name)),
+    el("span", { class: "axis" }, `-${n - 1}m … now`));
+  return el("div", { class: "plot" }, el("div", { class: "title" }, `${title} · max ${num(max, max < 10 ? 2 : 0)} ${unit}`), svg, legend);
 }
 
 // The window's slots, oldest first; minutes before kawal started are gaps.
@@ -70,8 +67,8 @@ function ratePlots(recent) {
   const rate = at((p) => p.requests / p.seconds);
   const errors = at((p) => (p.requests ? (100 * p.errors) / p.requests : null));
   return el("div", { class: "plots" },
-    plot("requests/s", [{ name: "req/s", values: rate }], "/s"),
-    plot("errors (5xx) %", [{ name: "5xx %", values: errors, color: 1 }], "%"),
+    plot("req/s", [{ name: "req/s", values: rate }], "/s"),
+    plot("5xx %", [{ name: "5xx %", values: errors, color: 1 }], "%"),
     plot("latency ms", [
       { name: "p50", values: at((p) => p.p50Ms) },
       { name: "p99", values: at((p) => p.p99Ms), color: 2 },
@@ -133,7 +130,7 @@ function inboundCard(i) {
   const byClass = CLASSES.map((c, k) => ({ name: c, values: pad(recent).map((p) => (p == null ? null : p.byClass[k] / p.seconds)), color: [3, 4, 0, 2, 1][k] }))
     .filter((s) => s.values.some((v) => v > 0));
   const plots = ratePlots(recent);
-  if (byClass.length) plots.firstChild.replaceWith(plot("requests/s by status class", byClass, "/s"));
+  if (byClass.length) plots.firstChild.replaceWith(plot("req/s by class", byClass, "/s"));
   card.append(plots);
   return card;
 }
