@@ -1,8 +1,9 @@
 //! The admin page in a real browser (Debian's `chromium`, headless; `.ci/run`
 //! installs it): kawal with one healthy upstream and one whose breaker real
-//! connection failures opened; the rendered DOM names both and shows the
-//! open and the closed breaker, nothing is loaded from outside kawal, and
-//! `/status.json` agrees with `/metrics`.
+//! connection failures opened (and a third, unused, whose client certificate
+//! expires in 5 days); the rendered DOM names both and shows the open and the
+//! closed breaker and the certificate in its warning colour, nothing is
+//! loaded from outside kawal, and `/status.json` agrees with `/metrics`.
 
 mod support;
 
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use support::openmetrics;
+use support::pki::Pki;
 use support::*;
 
 const CHROMIUM: &str = "chromium";
@@ -84,6 +86,13 @@ async fn page_shows_both_upstreams_and_breakers_from_kawal_alone() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
+    let pki = Pki::new("admin-page");
+    pki.leaf_valid(
+        "spare",
+        "spiffe://test/spare",
+        &[],
+        Duration::from_secs(5 * 86_400),
+    );
     let cfg = format!(
         r#"
 [service]
@@ -104,8 +113,17 @@ attempts = 1
 [upstreams.broken.breaker]
 consecutive_failures = 3
 open_for = "10m"
+[upstreams.spare]
+endpoints = ["{dead}"]
+[upstreams.spare.tls]
+ca = "{ca}"
+cert = "{cert}"
+key = "{key}"
 "#,
-        app = healthy.addr
+        app = healthy.addr,
+        ca = pki.path("ca.pem"),
+        cert = pki.path("spare.crt"),
+        key = pki.path("spare.key"),
     );
     let proxy = Proxy::start(&cfg).await;
     let send = |host: &'static str| {
@@ -153,7 +171,13 @@ open_for = "10m"
     assert!(dom.contains("data-inbound"), "the inbound panel is drawn:\n{dom}");
     assert!(dom.contains("<svg"), "the plots are drawn:\n{dom}");
     assert!(!dom.contains("cannot reach kawal"), "{dom}");
-    // No cache or guard in this build of the config: their panels stay hidden.
+    let row = &dom[..dom.find("upstream:spare").expect("the certificate is listed")];
+    let row = &row[row.rfind("<tr").unwrap()..];
+    assert!(
+        row.contains("cert-warn"),
+        "a certificate expiring in 5 days is in the warning colour: {row}"
+    );
+    // No cache or guard in this config: their panels stay hidden.
     assert!(
         tag_with(&dom, r#"id="cache-section""#).contains("hidden"),
         "{dom}"
@@ -223,11 +247,11 @@ open_for = "10m"
         openmetrics::value(&fams, "kawal_requests_total", &labels)
     };
     let ups = status["upstreams"].as_array().unwrap();
-    assert_eq!(ups.len(), 2);
+    assert_eq!(ups.len(), 3);
     for u in ups {
         let name = u["name"].as_str().unwrap();
         let by_code = u["requests"]["totals"]["byCode"].as_object().unwrap();
-        assert!(!by_code.is_empty(), "{name}");
+        assert_eq!(by_code.is_empty(), name == "spare", "{name}");
         for (code, n) in by_code {
             assert_eq!(requests("outbound", name, code), n.as_f64(), "{name} {code}");
         }
@@ -258,5 +282,12 @@ open_for = "10m"
     assert_eq!(status["inbound"]["requests"]["totals"]["byCode"]["200"], 1);
     assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
     assert!(status.get("cache").is_none() && status.get("guard").is_none());
+    let certs = status["certificates"].as_array().unwrap();
+    assert_eq!(certs.len(), 1);
+    assert_eq!(certs[0]["name"], "upstream:spare");
+    let expiry = [("cert", "upstream:spare")];
+    let days = openmetrics::value(&fams, "kawal_tls_cert_expiry_seconds", &expiry).unwrap() / 86_400.0;
+    assert!((4.9..=5.0).contains(&days), "{days}");
+    assert!(certs[0]["expiresInSeconds"].as_f64().unwrap() / 86_400.0 > 4.9);
     let _ = std::fs::remove_dir_all(dir.join("profile"));
 }
