@@ -24,6 +24,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod resilience;
 pub mod server;
+pub mod signals;
 pub mod timer;
 pub mod tls;
 pub mod trace;
@@ -55,8 +56,14 @@ pub struct Kawal {
     /// Bound admin address.
     pub admin: SocketAddr,
     admin_state: Arc<admin::Admin>,
+    /// Stops the inbound and outbound listeners.
+    stop_proxy: watch::Sender<bool>,
+    /// Their accept loops (each returns when its connections are drained).
+    proxy_tasks: JoinSet<()>,
+    /// Stops the admin listener and background work, after the proxy listeners.
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    drain_delay: std::time::Duration,
     exporter: Option<(tokio::task::JoinHandle<()>, std::time::Duration)>,
 }
 
@@ -113,7 +120,9 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
     });
     let grace = cfg.service.shutdown_grace.0;
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let (stop_proxy, stop_proxy_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
+    let mut proxy_tasks = JoinSet::new();
     let mut upstreams = Vec::new();
     let mut certs: Vec<(_, admin::CertExpiry)> = Vec::new();
 
@@ -216,8 +225,8 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         });
         let open = metrics.connections("inbound");
         let builder = server::http_builder(&cfg.limits);
-        let rx = shutdown_rx.clone();
-        tasks.spawn(async move {
+        let rx = stop_proxy_rx.clone();
+        proxy_tasks.spawn(async move {
             let handler = move |req, peer| inbound.clone().handle(req, peer);
             server::serve("inbound", listener, tls, builder, handler, rx, grace, open).await;
         });
@@ -284,8 +293,8 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         });
         let open = metrics.connections("outbound");
         let builder = server::http_builder(&cfg.limits);
-        let rx = shutdown_rx.clone();
-        tasks.spawn(async move {
+        let rx = stop_proxy_rx.clone();
+        proxy_tasks.spawn(async move {
             let handler = move |req, peer| outbound.clone().handle(req, peer);
             server::serve("outbound", listener, None, builder, handler, rx, grace, open).await;
         });
@@ -311,6 +320,8 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
 
     let show = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %cfg.source.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
         inbound = %show(inbound_addr),
         outbound = %show(outbound_addr),
         admin = %admin_addr,
@@ -321,8 +332,11 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         outbound: outbound_addr,
         admin: admin_addr,
         admin_state,
+        stop_proxy,
+        proxy_tasks,
         shutdown,
         tasks,
+        drain_delay: cfg.service.drain_delay.0,
         exporter,
     })
 }
@@ -407,9 +421,31 @@ fn abort_on_shutdown(
 
 impl Kawal {
     /// Stops accepting, lets in-flight requests finish (up to the grace
-    /// period), and returns when every listener is closed.
-    pub async fn shutdown(mut self) {
+    /// period), and returns when every listener is closed: [`Kawal::drain`]
+    /// without the drain delay.
+    pub async fn shutdown(self) {
+        self.drain_after(std::time::Duration::ZERO).await
+    }
+
+    /// What SIGTERM does: `/ready` answers 503 at once while every listener
+    /// keeps serving for `[service] drain_delay` (the orchestrator removes
+    /// the endpoint meanwhile), then the inbound and outbound listeners stop
+    /// accepting, idle connections close, busy ones close after their
+    /// request (`Connection: close`, HTTP/2 GOAWAY), up to `shutdown_grace`.
+    /// The admin port serves until the end.
+    pub async fn drain(self) {
+        let delay = self.drain_delay;
+        self.drain_after(delay).await
+    }
+
+    async fn drain_after(mut self, delay: std::time::Duration) {
         self.admin_state.ready.store(false, Ordering::Release);
+        if !delay.is_zero() {
+            tracing::info!(event = "draining", drain_delay = ?delay, "not ready: still serving for the drain delay");
+            tokio::time::sleep(delay).await;
+        }
+        let _ = self.stop_proxy.send(true);
+        while self.proxy_tasks.join_next().await.is_some() {}
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
         if let Some((exporter, bound)) = self.exporter {

@@ -68,6 +68,9 @@ pub struct Config {
     /// Log output.
     #[serde(default)]
     pub log: Log,
+    /// The file this was read from ([`Config::load`]); none for a string.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// `[service]`
@@ -79,6 +82,11 @@ pub struct Service {
     /// Runtime worker threads; default: the CPUs available.
     #[serde(default)]
     pub worker_threads: Option<usize>,
+    /// After SIGTERM, how long `/ready` answers 503 while every listener
+    /// still serves, so orchestrators take the endpoint out before
+    /// connections are refused.
+    #[serde(default = "d_5s")]
+    pub drain_delay: Dur,
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(default = "d_30s")]
     pub shutdown_grace: Dur,
@@ -756,6 +764,7 @@ impl Config {
         if let Some(dir) = path.parent() {
             cfg.resolve_paths(dir);
         }
+        cfg.source = Some(path.to_path_buf());
         Ok((cfg, src))
     }
 
