@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use arc_swap::ArcSwap;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use prometheus_client::metrics::gauge::Gauge;
@@ -22,12 +23,13 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     /// True once every listener is bound; false again when draining.
     pub ready: AtomicBool,
-    /// Outbound routes, for `/upstreams`.
-    pub upstreams: Vec<Arc<Destination>>,
+    /// Outbound routes, for `/upstreams` (swapped by a config reload).
+    pub upstreams: ArcSwap<Vec<Arc<Destination>>>,
     /// For the dropped-lines count.
     pub sink: Sink,
-    /// Loaded certificates: their expiry gauge and where to read `not_after`.
-    pub certs: Vec<(Gauge, CertExpiry)>,
+    /// Loaded certificates: their expiry gauge and where to read `not_after`
+    /// (swapped by a config reload).
+    pub certs: ArcSwap<Vec<(Gauge, CertExpiry)>>,
 }
 
 /// Reads the `not_after` of the certificate currently in force.
@@ -45,7 +47,7 @@ impl Admin {
             "/ready" if self.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
             "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
             "/metrics" => {
-                for (gauge, not_after) in &self.certs {
+                for (gauge, not_after) in self.certs.load().iter() {
                     if let Some(t) = not_after() {
                         gauge.set(crate::tls::secs_until(t));
                     }
@@ -60,6 +62,7 @@ impl Admin {
             "/upstreams" => {
                 let list: Vec<_> = self
                     .upstreams
+                    .load()
                     .iter()
                     .map(|r| {
                         serde_json::json!({

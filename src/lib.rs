@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod auth;
 pub mod body;
+mod build;
 pub mod config;
 pub mod error;
 pub mod headers;
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod phase;
 pub mod proxy;
 pub mod ratelimit;
+pub mod reload;
 pub mod resilience;
 pub mod server;
 pub mod signals;
@@ -29,11 +31,11 @@ pub mod timer;
 pub mod tls;
 pub mod trace;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -41,11 +43,6 @@ use tokio::task::JoinSet;
 use crate::config::{Config, LogLevel};
 use crate::log::Sink;
 use crate::metrics::Metrics;
-use crate::proxy::inbound::Inbound;
-use crate::proxy::outbound::{Destination, Outbound};
-use crate::proxy::retry::Resilience;
-use crate::proxy::upstream::{Upstream, UpstreamSettings};
-use crate::proxy::Shared;
 
 /// A running kawal: its bound addresses and the handle to stop it.
 pub struct Kawal {
@@ -64,6 +61,7 @@ pub struct Kawal {
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     drain_delay: std::time::Duration,
+    reloader: reload::Reloader,
     exporter: Option<(tokio::task::JoinHandle<()>, std::time::Duration)>,
 }
 
@@ -108,23 +106,17 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         trace::export::Spans::start(&cfg.tracing, &cfg.service.name, metrics.spans()).unzip();
     // At shutdown the last spans get one flush interval and one export to go out.
     let exporter = exporter.map(|task| (task, cfg.tracing.flush_interval.0 + cfg.tracing.export_timeout.0));
-    let shared = Arc::new(Shared {
-        service: cfg.service.name.as_str().into(),
-        limits: cfg.limits.clone(),
-        access_log: (cfg.log.level >= LogLevel::Info).then(|| log::AccessLog {
-            sink: sink.clone(),
-            format: cfg.log.format,
-        }),
-        propagator: trace::Propagator::new(&cfg.tracing),
+    let shared = Arc::new(reload::shared(
+        &cfg,
+        &sink,
         spans,
-    });
+        cfg.log.level >= LogLevel::Info,
+    ));
     let grace = cfg.service.shutdown_grace.0;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (stop_proxy, stop_proxy_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut proxy_tasks = JoinSet::new();
-    let mut upstreams = Vec::new();
-    let mut certs: Vec<(_, admin::CertExpiry)> = Vec::new();
 
     // Bind everything first, so a port clash fails before anything is served.
     let inbound_listener = match &cfg.inbound {
@@ -141,172 +133,73 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
     let outbound_addr = outbound_listener.as_ref().and_then(local);
     let admin_addr = local(&admin_listener).unwrap_or(cfg.admin.listen.0);
 
-    if let (Some(listener), Some(icfg)) = (inbound_listener, &cfg.inbound) {
-        let tls = match &icfg.tls {
-            Some(t) => {
-                let server = Arc::new(tls::ServerTls::load(t.files()).map_err(|source| StartError::Tls {
-                    what: "inbound.tls".into(),
-                    source,
-                })?);
-                abort_on_shutdown(
-                    &mut tasks,
-                    &shutdown_rx,
-                    server.spawn_reloader(t.reload_interval.0),
-                );
-                if t.client_ca.is_none() {
-                    tracing::warn!("inbound TLS without client_ca: clients are not authenticated (no mTLS)");
-                }
-                let cert = server.clone();
-                certs.push((
-                    metrics.cert_expiry("inbound"),
-                    Box::new(move || Some(cert.not_after())),
-                ));
-                Some(server::TlsListener {
-                    tls: server,
-                    handshake_timeout: t.handshake_timeout.0,
-                })
+    let inbound_tls = match &cfg.inbound {
+        Some(icfg) => inbound_tls(icfg, &mut tasks, &shutdown_rx)?,
+        None => None,
+    };
+    let inbound_cert = inbound_tls.as_ref().map(|t| t.tls.clone());
+    let rate_limits = match &cfg.inbound {
+        Some(icfg) => {
+            let limits = ratelimit::RateLimits::new(&icfg.rate_limits, metrics.registry_mut())
+                .map_err(StartError::Auth)?;
+            let limits = Arc::new(limits);
+            if !limits.is_empty() {
+                abort_on_shutdown(&mut tasks, &shutdown_rx, limits.spawn_forget_idle());
             }
-            None => {
-                tracing::warn!(listen = %icfg.listen.0, "inbound listener is plaintext: no [inbound.tls] configured");
-                None
-            }
-        };
-        let app = Upstream::new(UpstreamSettings {
-            name: "app".into(),
-            endpoints: vec![icfg.app.clone()],
-            protocol: icfg.app_protocol,
-            connect_timeout: icfg.connect_timeout.0,
-            resolve_interval: std::time::Duration::from_secs(5),
-            tls: None,
-        })
-        .await;
-        if app.needs_resolving() {
-            abort_on_shutdown(&mut tasks, &shutdown_rx, app.spawn_resolver());
+            Some(limits)
         }
-        let jwt = match &icfg.jwt {
-            Some(j) => {
-                let auth_err = |e: String| StartError::Auth(format!("inbound.jwt: {e}"));
-                let settings = j.settings();
-                // A URL is fetched once here: no keys, no start (as for an unreadable file).
-                let (verifier, fetcher) = match &j.jwks_url {
-                    Some(url) => {
-                        let fetcher = auth::JwksFetcher::new(url, j.jwks_ca.clone()).map_err(auth_err)?;
-                        let bytes = fetcher.fetch().await.map_err(auth_err)?;
-                        let verifier = auth::JwtVerifier::load_fetched(settings, &bytes).map_err(auth_err)?;
-                        (verifier, Some(fetcher))
-                    }
-                    None => (auth::JwtVerifier::load(settings).map_err(auth_err)?, None),
-                };
-                let verifier = Arc::new(verifier);
-                abort_on_shutdown(
-                    &mut tasks,
-                    &shutdown_rx,
-                    spawn_jwks_reloader(&verifier, fetcher, j.reload_interval.0),
-                );
-                Some(verifier)
-            }
-            None => None,
-        };
-        let rate_limits = Arc::new(
-            ratelimit::RateLimits::new(&icfg.rate_limits, metrics.registry_mut())
-                .map_err(StartError::Auth)?,
-        );
-        if !rate_limits.is_empty() {
-            abort_on_shutdown(&mut tasks, &shutdown_rx, rate_limits.spawn_forget_idle());
-        }
-        let inbound = Arc::new(Inbound {
-            shared: shared.clone(),
-            timeout: icfg.timeout.0,
-            policy: auth::Policy::new(icfg.allow.clone()).map_err(StartError::Auth)?,
-            jwt,
-            rate_limits,
-            metrics: metrics.route("inbound", "app"),
-            app,
-        });
+        None => None,
+    };
+    let reload_metrics = reload::ReloadMetrics::register(metrics.registry_mut());
+    let built = build::build(&cfg, &shared, &metrics, rate_limits.clone(), None).await?;
+    for task in built.background {
+        abort_on_shutdown(&mut tasks, &shutdown_rx, task);
+    }
+    // Each direction's state is loaded per request, so a reload swaps it
+    // under open connections.
+    let inbound = built.inbound.map(|i| Arc::new(ArcSwap::new(i)));
+    let outbound = built.outbound.map(|o| Arc::new(ArcSwap::new(o)));
+    if let (Some(listener), Some(current)) = (inbound_listener, inbound.clone()) {
         let open = metrics.connections("inbound");
         let builder = server::http_builder(&cfg.limits);
         let rx = stop_proxy_rx.clone();
         proxy_tasks.spawn(async move {
-            let handler = move |req, peer| inbound.clone().handle(req, peer);
-            server::serve("inbound", listener, tls, builder, handler, rx, grace, open).await;
+            let handler = move |req, peer| current.load_full().handle(req, peer);
+            server::serve(
+                "inbound",
+                listener,
+                inbound_tls,
+                builder,
+                handler,
+                rx,
+                grace,
+                open,
+            )
+            .await;
         });
     }
-
-    if let (Some(listener), Some(ocfg)) = (outbound_listener, &cfg.outbound) {
-        let mut routes = foldhash::HashMap::default();
-        let mut by_name = HashMap::new();
-        for (name, u) in &cfg.upstreams {
-            let tls = match &u.tls {
-                Some(t) => {
-                    let client = Arc::new(tls::ClientTls::load(t.files(u.protocol)).map_err(|source| {
-                        StartError::Tls {
-                            what: format!("upstreams.{name}.tls"),
-                            source,
-                        }
-                    })?);
-                    abort_on_shutdown(
-                        &mut tasks,
-                        &shutdown_rx,
-                        client.spawn_reloader(t.reload_interval.0),
-                    );
-                    if client.not_after().is_some() {
-                        let cert = client.clone();
-                        let gauge = metrics.cert_expiry(&format!("upstream:{name}"));
-                        certs.push((gauge, Box::new(move || cert.not_after())));
-                    }
-                    Some(client)
-                }
-                None => None,
-            };
-            let upstream = Upstream::new(UpstreamSettings {
-                name: name.as_str().into(),
-                endpoints: u.endpoints.clone(),
-                protocol: u.protocol,
-                connect_timeout: u.connect_timeout.0,
-                resolve_interval: u.resolve_interval.0,
-                tls,
-            })
-            .await;
-            if upstream.needs_resolving() {
-                abort_on_shutdown(&mut tasks, &shutdown_rx, upstream.spawn_resolver());
-            }
-            let destination = Arc::new(Destination {
-                metrics: metrics.route("outbound", name),
-                resilience: Resilience::new(u, metrics.resilience(name)),
-                upstream,
-            });
-            for host in std::iter::once(name).chain(&u.hosts) {
-                routes.insert(host.to_ascii_lowercase(), destination.clone());
-            }
-            by_name.insert(name.clone(), destination.clone());
-            upstreams.push(destination);
-        }
-        let outbound = Arc::new(Outbound {
-            shared: shared.clone(),
-            default_route: ocfg
-                .default_upstream
-                .as_ref()
-                .and_then(|n| by_name.get(n).cloned()),
-            routes,
-            unrouted: metrics.route("outbound", ""),
-            user_header: ocfg.user_header.clone(),
-        });
+    if let (Some(listener), Some(current)) = (outbound_listener, outbound.clone()) {
         let open = metrics.connections("outbound");
         let builder = server::http_builder(&cfg.limits);
         let rx = stop_proxy_rx.clone();
         proxy_tasks.spawn(async move {
-            let handler = move |req, peer| outbound.clone().handle(req, peer);
+            let handler = move |req, peer| current.load_full().handle(req, peer);
             server::serve("outbound", listener, None, builder, handler, rx, grace, open).await;
         });
     }
 
     let open = metrics.connections("admin");
+    let mut certs: Vec<_> = inbound_cert
+        .iter()
+        .map(|c| reload::inbound_cert(c, &metrics))
+        .collect();
+    certs.extend(reload::client_certs(&built.clients, &metrics));
     let admin_state = Arc::new(admin::Admin {
         metrics: Arc::new(metrics),
         ready: AtomicBool::new(true),
-        upstreams,
-        sink,
-        certs,
+        upstreams: ArcSwap::from_pointee(built.upstreams),
+        sink: sink.clone(),
+        certs: ArcSwap::from_pointee(certs),
     });
     {
         let state = admin_state.clone();
@@ -318,6 +211,21 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         });
     }
 
+    let (reloader, watcher) = reload::spawn(reload::Live {
+        start_cfg: cfg.clone(),
+        cfg: cfg.clone(),
+        shared,
+        sink,
+        admin: admin_state.clone(),
+        inbound,
+        outbound,
+        rate_limits,
+        clients: built.clients,
+        inbound_cert,
+        background: Vec::new(),
+        metrics: reload_metrics,
+    });
+    abort_on_shutdown(&mut tasks, &shutdown_rx, watcher);
     let show = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -338,7 +246,33 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         tasks,
         drain_delay: cfg.service.drain_delay.0,
         exporter,
+        reloader,
     })
+}
+
+/// TLS termination for the inbound listener (start only: a listener's TLS
+/// mode needs a restart; its files rotate without one).
+fn inbound_tls(
+    icfg: &config::Inbound,
+    tasks: &mut JoinSet<()>,
+    shutdown_rx: &watch::Receiver<bool>,
+) -> Result<Option<server::TlsListener>, StartError> {
+    let Some(t) = &icfg.tls else {
+        tracing::warn!(listen = %icfg.listen.0, "inbound listener is plaintext: no [inbound.tls] configured");
+        return Ok(None);
+    };
+    let server = Arc::new(tls::ServerTls::load(t.files()).map_err(|source| StartError::Tls {
+        what: "inbound.tls".into(),
+        source,
+    })?);
+    abort_on_shutdown(tasks, shutdown_rx, server.spawn_reloader(t.reload_interval.0));
+    if t.client_ca.is_none() {
+        tracing::warn!("inbound TLS without client_ca: clients are not authenticated (no mTLS)");
+    }
+    Ok(Some(server::TlsListener {
+        tls: server,
+        handshake_timeout: t.handshake_timeout.0,
+    }))
 }
 
 /// Re-reads the JWKS file, or fetches the URL, every `every`, so rotated keys
@@ -346,7 +280,7 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
 /// token naming an unknown `kid` also asks for an early fetch, honoured at
 /// most once per [`auth::jwks_url::EARLY_REFRESH_MIN_GAP`] (that request
 /// itself has already been rejected; nothing on the request path waits).
-fn spawn_jwks_reloader(
+pub(crate) fn spawn_jwks_reloader(
     verifier: &Arc<auth::JwtVerifier>,
     fetcher: Option<auth::JwksFetcher>,
     every: std::time::Duration,
@@ -386,11 +320,7 @@ fn spawn_jwks_reloader(
                     tracing::warn!(event = "jwks_reload_failed", early, error = %e, "JWKS reload failed, keeping the old keys");
                 }
                 Ok(Ok(())) if failing => {
-                    tracing::info!(
-                        event = "jwks_reloaded",
-                        early,
-                        "JWKS reloaded again after failures"
-                    );
+                    tracing::info!(event = "jwks_reloaded", early, "JWKS reloaded again after failures");
                 }
                 Ok(Ok(())) if early => {
                     tracing::info!(
@@ -420,6 +350,11 @@ fn abort_on_shutdown(
 }
 
 impl Kawal {
+    /// Reloads the config file now (what SIGHUP does).
+    pub fn reloader(&self) -> reload::Reloader {
+        self.reloader.clone()
+    }
+
     /// Stops accepting, lets in-flight requests finish (up to the grace
     /// period), and returns when every listener is closed: [`Kawal::drain`]
     /// without the drain delay.

@@ -28,13 +28,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // `check` loads the certificates, keys and JWKS file too, as start will.
-    let loaded = if check_only {
-        Config::check_files(&path)
-    } else {
-        Config::load(&path)
-    };
-    let mut cfg = match loaded {
+    let mut cfg = match Config::load(&path) {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("{e}");
@@ -63,7 +57,8 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match signals.serve(kawal, || tracing::info!("SIGHUP received")).await {
+        let reloader = kawal.reloader();
+        match signals.serve(kawal, move || reloader.reload()).await {
             Ended::Drained => ExitCode::SUCCESS,
             Ended::Cut => ExitCode::from(130),
         }

@@ -90,6 +90,10 @@ pub struct Service {
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(default = "d_30s")]
     pub shutdown_grace: Dur,
+    /// How often the config file is checked for changes (hot reload);
+    /// zero: only on SIGHUP.
+    #[serde(default = "d_2s")]
+    pub config_check_interval: Dur,
 }
 
 /// `[admin]`
@@ -822,6 +826,9 @@ fn d_25ms() -> Dur {
 }
 fn d_1s() -> Dur {
     Dur(Duration::from_secs(1))
+}
+fn d_2s() -> Dur {
+    Dur(Duration::from_secs(2))
 }
 fn d_5s() -> Dur {
     Dur(Duration::from_secs(5))
