@@ -320,7 +320,11 @@ pub(crate) fn spawn_jwks_reloader(
                     tracing::warn!(event = "jwks_reload_failed", early, error = %e, "JWKS reload failed, keeping the old keys");
                 }
                 Ok(Ok(())) if failing => {
-                    tracing::info!(event = "jwks_reloaded", early, "JWKS reloaded again after failures");
+                    tracing::info!(
+                        event = "jwks_reloaded",
+                        early,
+                        "JWKS reloaded again after failures"
+                    );
                 }
                 Ok(Ok(())) if early => {
                     tracing::info!(

@@ -93,7 +93,10 @@ pub fn init(sink: &Sink, level: LogLevel, format: LogFormat, service: &str) -> b
             }
         }
         LogFormat::Text => {
-            let builder = builder.with_target(false).with_ansi(colours()).with_filter_reloading();
+            let builder = builder
+                .with_target(false)
+                .with_ansi(colours())
+                .with_filter_reloading();
             let handle = builder.reload_handle();
             if builder.try_init().is_ok() && !env_set {
                 keep_level_setter(move |f| handle.reload(f).is_ok());
