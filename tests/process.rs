@@ -150,7 +150,7 @@ fn sigterm_makes_ready_503_keeps_serving_for_the_delay_then_drains_and_exits_0()
     // A delay long enough that the requests "during the delay" cannot be
     // late on a loaded machine.
     let config = inbound_config(app.addr, "")
-        .replace("drain_delay = \"100ms\"", "drain_delay = \"3s\"")
+        .replace("drain_delay = \"100ms\"", "drain_delay = \"5s\"")
         .replace("timeout = \"2s\"", "timeout = \"60s\"");
     let (mut child, stdout, started) = spawn("drain", &config);
     let (inbound, admin) = (addr(&started, "inbound"), addr(&started, "admin"));
@@ -187,7 +187,7 @@ fn sigterm_makes_ready_503_keeps_serving_for_the_delay_then_drains_and_exits_0()
         assert_eq!(app.hits(), 2, "the held request reached the app");
         // After the delay new connections are refused...
         let mut refused = false;
-        for _ in 0..300 {
+        for _ in 0..1000 {
             if tokio::net::TcpStream::connect(inbound).await.is_err() {
                 refused = true;
                 break;

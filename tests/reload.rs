@@ -263,6 +263,20 @@ async fn an_in_flight_slow_request_survives_a_reload() {
     assert_eq!(held.await.unwrap(), (200, "slow".into()));
 }
 
+#[tokio::test]
+async fn request_limits_change_on_reload() {
+    let app = named("app").await;
+    let path = config_file("limits", &inbound_config(app.addr, ""));
+    let proxy = start(&path).await;
+    let long = format!("http://{}/{}", proxy.inbound(), "x".repeat(2000));
+    assert_eq!(client().get(&long).send().await.unwrap().status(), 200);
+    std::fs::write(&path, inbound_config(app.addr, "[limits]\nmax_uri = \"1KiB\"")).unwrap();
+    reload(&proxy, "success", 1.0).await;
+    assert_eq!(client().get(&long).send().await.unwrap().status(), 414);
+    let short = format!("http://{}/short", proxy.inbound());
+    assert_eq!(client().get(&short).send().await.unwrap().status(), 200);
+}
+
 /// The real binary: starts on `path`, returns it with its stdout after the start line.
 fn spawn(
     path: &Path,
