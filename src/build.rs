@@ -208,10 +208,13 @@ async fn build_destination(
 ) -> Result<Destination, StartError> {
     let tls = match &u.tls {
         Some(t) => {
-            let client = Arc::new(tls::ClientTls::load(t.files(u.protocol)).map_err(|source| StartError::Tls {
-                what: format!("upstreams.{name}.tls"),
-                source,
-            })?);
+            let client =
+                Arc::new(
+                    tls::ClientTls::load(t.files(u.protocol)).map_err(|source| StartError::Tls {
+                        what: format!("upstreams.{name}.tls"),
+                        source,
+                    })?,
+                );
             built.background.push(client.spawn_reloader(t.reload_interval.0));
             built.clients.push((name.to_string(), client.clone()));
             Some(client)
