@@ -9,7 +9,7 @@
 # with -Cprofile-use. The instrumented and the final builds have target dirs of
 # their own, so target/release stays the plain build.
 #
-# Needs wrk, the upstream of ../shared/bench, and llvm-profdata of rustc's own
+# Needs wrk, the upstream of bench/peers, and llvm-profdata of rustc's own
 # LLVM major version (installed with apt-get as llvm-N if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."

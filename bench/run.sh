@@ -10,14 +10,14 @@
 #   bench/run.sh                 # DUR=5 ROUNDS=6 CONNS=32, upstream + kawal pinned to cpu1, wrk to cpu0
 #
 # For the side-by-side comparison with nginx, HAProxy and Envoy use
-# ../shared/bench/peer-bench.sh (see README, "Performance").
-# Needs: wrk (apt-get install wrk), the upstream from ../shared/bench/upstream.
+# bench/peers/peer-bench.sh (see README, "Performance").
+# Needs: wrk (apt-get install wrk), the upstream from bench/peers/upstream.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${DUR:-5}; ROUNDS=${ROUNDS:-6}; CONNS=${CONNS:-32}; LG_CPU=${LG_CPU:-0}; SUT_CPU=${SUT_CPU:-1}
 UP_PORT=${UP_PORT:-18080}; K_PORT=${K_PORT:-18081}; ADMIN_PORT=${ADMIN_PORT:-18082}
 ON_PORT=${ON_PORT:-18083}; OFF_PORT=${OFF_PORT:-18085}; EXPORT_PORT=${EXPORT_PORT:-18087}; SINK_PORT=${SINK_PORT:-18089}
-SHARED=${SHARED:-../shared/bench}
+SHARED=${SHARED:-$PWD/bench/peers}
 command -v wrk >/dev/null || { echo "wrk missing: apt-get install -y wrk" >&2; exit 1; }
 cargo build --release -q --bins --example otlp_sink
 UPSTREAM_BIN=$SHARED/upstream/target/release/pb-upstream

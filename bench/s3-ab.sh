@@ -14,14 +14,14 @@
 # after run whatever else the VM is doing, so a change of 1% shows; it does
 # not see the kernel, caches or allocator locality, so confirm with req/s.
 #
-# Needs wrk, valgrind (INSTR=1) and the upstream of ../shared/bench (its
+# Needs wrk, valgrind (INSTR=1) and the upstream of bench/peers (its
 # install-peers.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OLD=$1; NEW=$2
 DUR=${DUR:-5}; ROUNDS=${ROUNDS:-6}; CONNS=${CONNS:-32}; LG_CPU=${LG_CPU:-0}; SUT_CPU=${SUT_CPU:-1}
 BASE=${BASE:-18180}
-SHARED=${SHARED:-../shared/bench}
+SHARED=${SHARED:-$PWD/bench/peers}
 source "$SHARED/lib/configs.sh"
 UPSTREAM_BIN=$SHARED/upstream/target/release/pb-upstream
 [ -x "$UPSTREAM_BIN" ] || (cd "$SHARED/upstream" && cargo build --release -q)

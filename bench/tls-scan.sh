@@ -16,7 +16,7 @@ tmp=$(mktemp -d /tmp/kawal-tls-scan.XXXXXX)
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
-source ../shared/bench/lib/configs.sh
+source bench/peers/lib/configs.sh
 gen_certs "$tmp/certs"
 
 python3 -m http.server "$APP_PORT" --bind 127.0.0.1 >/dev/null 2>&1 & pids+=($!)

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod auth;
 pub mod body;
+mod build;
 pub mod config;
 pub mod error;
 pub mod headers;
@@ -22,17 +23,19 @@ pub mod metrics;
 pub mod phase;
 pub mod proxy;
 pub mod ratelimit;
+pub mod reload;
 pub mod resilience;
 pub mod server;
+pub mod signals;
 pub mod timer;
 pub mod tls;
 pub mod trace;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -40,11 +43,6 @@ use tokio::task::JoinSet;
 use crate::config::{Config, LogLevel};
 use crate::log::Sink;
 use crate::metrics::Metrics;
-use crate::proxy::inbound::Inbound;
-use crate::proxy::outbound::{Destination, Outbound};
-use crate::proxy::retry::Resilience;
-use crate::proxy::upstream::{Upstream, UpstreamSettings};
-use crate::proxy::Shared;
 
 /// A running kawal: its bound addresses and the handle to stop it.
 pub struct Kawal {
@@ -55,8 +53,15 @@ pub struct Kawal {
     /// Bound admin address.
     pub admin: SocketAddr,
     admin_state: Arc<admin::Admin>,
+    /// Stops the inbound and outbound listeners.
+    stop_proxy: watch::Sender<bool>,
+    /// Their accept loops (each returns when its connections are drained).
+    proxy_tasks: JoinSet<()>,
+    /// Stops the admin listener and background work, after the proxy listeners.
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    drain_delay: std::time::Duration,
+    reloader: reload::Reloader,
     exporter: Option<(tokio::task::JoinHandle<()>, std::time::Duration)>,
 }
 
@@ -101,22 +106,17 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         trace::export::Spans::start(&cfg.tracing, &cfg.service.name, metrics.spans()).unzip();
     // At shutdown the last spans get one flush interval and one export to go out.
     let exporter = exporter.map(|task| (task, cfg.tracing.flush_interval.0 + cfg.tracing.export_timeout.0));
-    let shared = Arc::new(Shared {
-        service: cfg.service.name.as_str().into(),
-        limits: cfg.limits.clone(),
-        access_log: (cfg.log.level >= LogLevel::Info).then(|| log::AccessLog {
-            sink: sink.clone(),
-            format: cfg.log.format,
-        }),
-        propagator: trace::Propagator::new(&cfg.tracing),
+    let shared = Arc::new(reload::shared(
+        &cfg,
+        &sink,
         spans,
-    });
+        cfg.log.level >= LogLevel::Info,
+    ));
     let grace = cfg.service.shutdown_grace.0;
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let (stop_proxy, stop_proxy_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
-    let mut upstreams = Vec::new();
-    let mut certs: Vec<admin::LoadedCert> = Vec::new();
-    let (mut inbound_metrics, mut unrouted, mut tls_failures) = (None, None, None);
+    let mut proxy_tasks = JoinSet::new();
     let info = admin::Info {
         service: cfg.service.name.clone(),
         config: admin::redact(&format!("{cfg:#?}")),
@@ -139,185 +139,81 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
     let outbound_addr = outbound_listener.as_ref().and_then(local);
     let admin_addr = local(&admin_listener).unwrap_or(cfg.admin.listen.0);
 
-    if let (Some(listener), Some(icfg)) = (inbound_listener, &cfg.inbound) {
-        let tls = match &icfg.tls {
-            Some(t) => {
-                let server = Arc::new(tls::ServerTls::load(t.files()).map_err(|source| StartError::Tls {
-                    what: "inbound.tls".into(),
-                    source,
-                })?);
-                abort_on_shutdown(
-                    &mut tasks,
-                    &shutdown_rx,
-                    server.spawn_reloader(t.reload_interval.0),
-                );
-                if t.client_ca.is_none() {
-                    tracing::warn!("inbound TLS without client_ca: clients are not authenticated (no mTLS)");
-                }
-                let cert = server.clone();
-                certs.push(admin::LoadedCert {
-                    name: "inbound".into(),
-                    gauge: metrics.cert_expiry("inbound"),
-                    not_after: Box::new(move || Some(cert.not_after())),
-                });
-                let failures = metrics.tls_failures("inbound");
-                tls_failures = Some(failures.clone());
-                Some(server::TlsListener {
-                    tls: server,
-                    handshake_timeout: t.handshake_timeout.0,
-                    failures,
-                })
+    let inbound_tls = match &cfg.inbound {
+        Some(icfg) => inbound_tls(icfg, &metrics, &mut tasks, &shutdown_rx)?,
+        None => None,
+    };
+    let inbound_cert = inbound_tls.as_ref().map(|t| t.tls.clone());
+    let tls_failures = inbound_tls.as_ref().map(|t| t.failures.clone());
+    let rate_limits = match &cfg.inbound {
+        Some(icfg) => {
+            let limits = ratelimit::RateLimits::new(&icfg.rate_limits, metrics.registry_mut())
+                .map_err(StartError::Auth)?;
+            let limits = Arc::new(limits);
+            if !limits.is_empty() {
+                abort_on_shutdown(&mut tasks, &shutdown_rx, limits.spawn_forget_idle());
             }
-            None => {
-                tracing::warn!(listen = %icfg.listen.0, "inbound listener is plaintext: no [inbound.tls] configured");
-                None
-            }
-        };
-        let app = Upstream::new(UpstreamSettings {
-            name: "app".into(),
-            endpoints: vec![icfg.app.clone()],
-            protocol: icfg.app_protocol,
-            connect_timeout: icfg.connect_timeout.0,
-            resolve_interval: std::time::Duration::from_secs(5),
-            tls: None,
-        })
-        .await;
-        if app.needs_resolving() {
-            abort_on_shutdown(&mut tasks, &shutdown_rx, app.spawn_resolver());
+            Some(limits)
         }
-        let jwt = match &icfg.jwt {
-            Some(j) => {
-                let auth_err = |e: String| StartError::Auth(format!("inbound.jwt: {e}"));
-                let settings = j.settings();
-                // A URL is fetched once here: no keys, no start (as for an unreadable file).
-                let (verifier, fetcher) = match &j.jwks_url {
-                    Some(url) => {
-                        let fetcher = auth::JwksFetcher::new(url, j.jwks_ca.clone()).map_err(auth_err)?;
-                        let bytes = fetcher.fetch().await.map_err(auth_err)?;
-                        let verifier = auth::JwtVerifier::load_fetched(settings, &bytes).map_err(auth_err)?;
-                        (verifier, Some(fetcher))
-                    }
-                    None => (auth::JwtVerifier::load(settings).map_err(auth_err)?, None),
-                };
-                let verifier = Arc::new(verifier);
-                abort_on_shutdown(
-                    &mut tasks,
-                    &shutdown_rx,
-                    spawn_jwks_reloader(&verifier, fetcher, j.reload_interval.0),
-                );
-                Some(verifier)
-            }
-            None => None,
-        };
-        let rate_limits = Arc::new(
-            ratelimit::RateLimits::new(&icfg.rate_limits, metrics.registry_mut())
-                .map_err(StartError::Auth)?,
-        );
-        if !rate_limits.is_empty() {
-            abort_on_shutdown(&mut tasks, &shutdown_rx, rate_limits.spawn_forget_idle());
-        }
-        let inbound = Arc::new(Inbound {
-            shared: shared.clone(),
-            timeout: icfg.timeout.0,
-            policy: auth::Policy::new(icfg.allow.clone()).map_err(StartError::Auth)?,
-            jwt,
-            rate_limits,
-            metrics: inbound_metrics.insert(metrics.route("inbound", "app")).clone(),
-            app,
-        });
+        None => None,
+    };
+    let reload_metrics = reload::ReloadMetrics::register(metrics.registry_mut());
+    let built = build::build(&cfg, &shared, &metrics, rate_limits.clone(), None).await?;
+    for task in built.background {
+        abort_on_shutdown(&mut tasks, &shutdown_rx, task);
+    }
+    // Each direction's state is loaded per request, so a reload swaps it
+    // under open connections.
+    // Reloads keep these handles (build::build reuses them), so the page's
+    // figures run on across a reload.
+    let inbound_metrics = built.inbound.as_ref().map(|i| i.metrics.clone());
+    let unrouted = built.outbound.as_ref().map(|o| o.unrouted.clone());
+    let inbound = built.inbound.map(|i| Arc::new(ArcSwap::new(i)));
+    let outbound = built.outbound.map(|o| Arc::new(ArcSwap::new(o)));
+    if let (Some(listener), Some(current)) = (inbound_listener, inbound.clone()) {
         let open = metrics.connections("inbound");
         let builder = server::http_builder(&cfg.limits);
-        let rx = shutdown_rx.clone();
-        tasks.spawn(async move {
-            let handler = move |req, peer| inbound.clone().handle(req, peer);
-            server::serve("inbound", listener, tls, builder, handler, rx, grace, open).await;
+        let rx = stop_proxy_rx.clone();
+        proxy_tasks.spawn(async move {
+            let handler = move |req, peer| current.load_full().handle(req, peer);
+            server::serve(
+                "inbound",
+                listener,
+                inbound_tls,
+                builder,
+                handler,
+                rx,
+                grace,
+                open,
+            )
+            .await;
         });
     }
-
-    if let (Some(listener), Some(ocfg)) = (outbound_listener, &cfg.outbound) {
-        let mut routes = foldhash::HashMap::default();
-        let mut by_name = HashMap::new();
-        for (name, u) in &cfg.upstreams {
-            let tls = match &u.tls {
-                Some(t) => {
-                    let client = Arc::new(tls::ClientTls::load(t.files(u.protocol)).map_err(|source| {
-                        StartError::Tls {
-                            what: format!("upstreams.{name}.tls"),
-                            source,
-                        }
-                    })?);
-                    abort_on_shutdown(
-                        &mut tasks,
-                        &shutdown_rx,
-                        client.spawn_reloader(t.reload_interval.0),
-                    );
-                    if client.not_after().is_some() {
-                        let cert = client.clone();
-                        let label = format!("upstream:{name}");
-                        certs.push(admin::LoadedCert {
-                            gauge: metrics.cert_expiry(&label),
-                            name: label,
-                            not_after: Box::new(move || cert.not_after()),
-                        });
-                    }
-                    Some(client)
-                }
-                None => None,
-            };
-            let upstream = Upstream::new(UpstreamSettings {
-                name: name.as_str().into(),
-                endpoints: u.endpoints.clone(),
-                protocol: u.protocol,
-                connect_timeout: u.connect_timeout.0,
-                resolve_interval: u.resolve_interval.0,
-                tls,
-            })
-            .await;
-            if upstream.needs_resolving() {
-                abort_on_shutdown(&mut tasks, &shutdown_rx, upstream.spawn_resolver());
-            }
-            let destination = Arc::new(Destination {
-                metrics: metrics.route("outbound", name),
-                resilience: Resilience::new(u, metrics.resilience(name, u.breaker.enabled)),
-                upstream,
-            });
-            for host in std::iter::once(name).chain(&u.hosts) {
-                routes.insert(host.to_ascii_lowercase(), destination.clone());
-            }
-            by_name.insert(name.clone(), destination.clone());
-            upstreams.push(destination);
-        }
-        let outbound = Arc::new(Outbound {
-            shared: shared.clone(),
-            default_route: ocfg
-                .default_upstream
-                .as_ref()
-                .and_then(|n| by_name.get(n).cloned()),
-            routes,
-            unrouted: unrouted
-                .insert(metrics.route("outbound", metrics::UNROUTED))
-                .clone(),
-            user_header: ocfg.user_header.clone(),
-        });
+    if let (Some(listener), Some(current)) = (outbound_listener, outbound.clone()) {
         let open = metrics.connections("outbound");
         let builder = server::http_builder(&cfg.limits);
-        let rx = shutdown_rx.clone();
-        tasks.spawn(async move {
-            let handler = move |req, peer| outbound.clone().handle(req, peer);
+        let rx = stop_proxy_rx.clone();
+        proxy_tasks.spawn(async move {
+            let handler = move |req, peer| current.load_full().handle(req, peer);
             server::serve("outbound", listener, None, builder, handler, rx, grace, open).await;
         });
     }
 
     let open = metrics.connections("admin");
+    let mut certs: Vec<_> = inbound_cert
+        .iter()
+        .map(|c| reload::inbound_cert(c, &metrics))
+        .collect();
+    certs.extend(reload::client_certs(&built.clients, &metrics));
     let admin_state = Arc::new(admin::Admin {
         metrics: Arc::new(metrics),
         ready: AtomicBool::new(true),
-        upstreams,
+        upstreams: ArcSwap::from_pointee(built.upstreams),
         inbound: inbound_metrics,
         unrouted,
         tls_failures,
-        sink,
-        certs,
+        sink: sink.clone(),
+        certs: ArcSwap::from_pointee(certs),
         info,
         panels: admin::Panels::default(),
     });
@@ -331,8 +227,25 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         });
     }
 
+    let (reloader, watcher) = reload::spawn(reload::Live {
+        start_cfg: cfg.clone(),
+        cfg: cfg.clone(),
+        shared,
+        sink,
+        admin: admin_state.clone(),
+        inbound,
+        outbound,
+        rate_limits,
+        clients: built.clients,
+        inbound_cert,
+        background: Vec::new(),
+        metrics: reload_metrics,
+    });
+    abort_on_shutdown(&mut tasks, &shutdown_rx, watcher);
     let show = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %cfg.source.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
         inbound = %show(inbound_addr),
         outbound = %show(outbound_addr),
         admin = %admin_addr,
@@ -343,10 +256,41 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         outbound: outbound_addr,
         admin: admin_addr,
         admin_state,
+        stop_proxy,
+        proxy_tasks,
         shutdown,
         tasks,
+        drain_delay: cfg.service.drain_delay.0,
         exporter,
+        reloader,
     })
+}
+
+/// TLS termination for the inbound listener (start only: a listener's TLS
+/// mode needs a restart; its files rotate without one).
+fn inbound_tls(
+    icfg: &config::Inbound,
+    metrics: &Metrics,
+    tasks: &mut JoinSet<()>,
+    shutdown_rx: &watch::Receiver<bool>,
+) -> Result<Option<server::TlsListener>, StartError> {
+    let Some(t) = &icfg.tls else {
+        tracing::warn!(listen = %icfg.listen.0, "inbound listener is plaintext: no [inbound.tls] configured");
+        return Ok(None);
+    };
+    let server = Arc::new(tls::ServerTls::load(t.files()).map_err(|source| StartError::Tls {
+        what: "inbound.tls".into(),
+        source,
+    })?);
+    abort_on_shutdown(tasks, shutdown_rx, server.spawn_reloader(t.reload_interval.0));
+    if t.client_ca.is_none() {
+        tracing::warn!("inbound TLS without client_ca: clients are not authenticated (no mTLS)");
+    }
+    Ok(Some(server::TlsListener {
+        tls: server,
+        handshake_timeout: t.handshake_timeout.0,
+        failures: metrics.tls_failures("inbound"),
+    }))
 }
 
 /// Re-reads the JWKS file, or fetches the URL, every `every`, so rotated keys
@@ -354,7 +298,7 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
 /// token naming an unknown `kid` also asks for an early fetch, honoured at
 /// most once per [`auth::jwks_url::EARLY_REFRESH_MIN_GAP`] (that request
 /// itself has already been rejected; nothing on the request path waits).
-fn spawn_jwks_reloader(
+pub(crate) fn spawn_jwks_reloader(
     verifier: &Arc<auth::JwtVerifier>,
     fetcher: Option<auth::JwksFetcher>,
     every: std::time::Duration,
@@ -428,10 +372,37 @@ fn abort_on_shutdown(
 }
 
 impl Kawal {
+    /// Reloads the config file now (what SIGHUP does).
+    pub fn reloader(&self) -> reload::Reloader {
+        self.reloader.clone()
+    }
+
     /// Stops accepting, lets in-flight requests finish (up to the grace
-    /// period), and returns when every listener is closed.
-    pub async fn shutdown(mut self) {
+    /// period), and returns when every listener is closed: [`Kawal::drain`]
+    /// without the drain delay.
+    pub async fn shutdown(self) {
+        self.drain_after(std::time::Duration::ZERO).await
+    }
+
+    /// What SIGTERM does: `/ready` answers 503 at once while every listener
+    /// keeps serving for `[service] drain_delay` (the orchestrator removes
+    /// the endpoint meanwhile), then the inbound and outbound listeners stop
+    /// accepting, idle connections close, busy ones close after their
+    /// request (`Connection: close`, HTTP/2 GOAWAY), up to `shutdown_grace`.
+    /// The admin port serves until the end.
+    pub async fn drain(self) {
+        let delay = self.drain_delay;
+        self.drain_after(delay).await
+    }
+
+    async fn drain_after(mut self, delay: std::time::Duration) {
         self.admin_state.ready.store(false, Ordering::Release);
+        if !delay.is_zero() {
+            tracing::info!(event = "draining", drain_delay = ?delay, "not ready: still serving for the drain delay");
+            tokio::time::sleep(delay).await;
+        }
+        let _ = self.stop_proxy.send(true);
+        while self.proxy_tasks.join_next().await.is_some() {}
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
         if let Some((exporter, bound)) = self.exporter {

@@ -60,9 +60,13 @@ impl Sink {
 /// access lines pass the filter (`[log] level`, or `RUST_LOG` when set).
 pub fn init(sink: &Sink, level: LogLevel, format: LogFormat, service: &str) -> bool {
     let mut invalid_rust_log = None;
+    let mut env_set = false;
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) => match v.parse::<tracing_subscriber::EnvFilter>() {
-            Ok(filter) => filter,
+            Ok(filter) => {
+                env_set = true;
+                filter
+            }
             Err(e) => {
                 invalid_rust_log = Some((v, e.to_string()));
                 tracing_subscriber::EnvFilter::new(level_str(level))
@@ -76,14 +80,29 @@ pub fn init(sink: &Sink, level: LogLevel, format: LogFormat, service: &str) -> b
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
-    let _ = match format {
-        LogFormat::Json => builder
-            .event_format(JsonEvent {
-                service: service.to_string(),
-            })
-            .try_init(),
-        LogFormat::Text => builder.with_target(false).with_ansi(colours()).try_init(),
-    };
+    match format {
+        LogFormat::Json => {
+            let builder = builder
+                .event_format(JsonEvent {
+                    service: service.to_string(),
+                })
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            if builder.try_init().is_ok() && !env_set {
+                keep_level_setter(move |f| handle.reload(f).is_ok());
+            }
+        }
+        LogFormat::Text => {
+            let builder = builder
+                .with_target(false)
+                .with_ansi(colours())
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            if builder.try_init().is_ok() && !env_set {
+                keep_level_setter(move |f| handle.reload(f).is_ok());
+            }
+        }
+    }
     if let Some((value, error)) = invalid_rust_log {
         tracing::warn!(
             event = "invalid_rust_log",
@@ -101,6 +120,23 @@ pub fn init(sink: &Sink, level: LogLevel, format: LogFormat, service: &str) -> b
 fn colours() -> bool {
     use std::io::IsTerminal;
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+type LevelSetter = Box<dyn Fn(tracing_subscriber::EnvFilter) -> bool + Send + Sync>;
+
+/// Changes the process-event level after [`init`] (a config reload) and
+/// returns whether access lines pass; `None` when there is nothing to change:
+/// no stdout subscriber, or `RUST_LOG` set the filter (it wins).
+pub fn set_level(level: LogLevel) -> Option<bool> {
+    let set = LEVEL.get()?;
+    set(tracing_subscriber::EnvFilter::new(level_str(level)));
+    Some(tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO))
+}
+
+static LEVEL: std::sync::OnceLock<LevelSetter> = std::sync::OnceLock::new();
+
+fn keep_level_setter(set: impl Fn(tracing_subscriber::EnvFilter) -> bool + Send + Sync + 'static) {
+    let _ = LEVEL.set(Box::new(set));
 }
 
 fn level_str(level: LogLevel) -> &'static str {

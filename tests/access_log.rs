@@ -173,7 +173,7 @@ async fn run_binary(name: &str, config: &str, env: &[(&str, &str)]) -> String {
         .spawn()
         .unwrap();
     let mut served = false;
-    for _ in 0..200 {
+    for _ in 0..1200 {
         if let Ok(res) = client().get(format!("http://127.0.0.1:{inbound}/x")).send().await {
             served = res.status() == 200;
             break;

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use arc_swap::ArcSwap;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use prometheus_client::metrics::gauge::Gauge;
@@ -31,8 +32,8 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     /// True once every listener is bound; false again when draining.
     pub ready: AtomicBool,
-    /// Outbound routes, for `/upstreams` and the page.
-    pub upstreams: Vec<Arc<Destination>>,
+    /// Outbound routes, for `/upstreams` and the page (swapped by a reload).
+    pub upstreams: ArcSwap<Vec<Arc<Destination>>>,
     /// The inbound route's handles, when inbound is configured.
     pub inbound: Option<RouteMetrics>,
     /// Outbound requests that matched no route, when outbound is configured.
@@ -41,8 +42,8 @@ pub struct Admin {
     pub tls_failures: Option<Reasons>,
     /// For the dropped-lines count.
     pub sink: Sink,
-    /// Loaded certificates.
-    pub certs: Vec<LoadedCert>,
+    /// Loaded certificates (swapped by a reload).
+    pub certs: ArcSwap<Vec<LoadedCert>>,
     /// Version, start time, the loaded config.
     pub info: Info,
     /// Panels of features that report on the page.
@@ -110,12 +111,12 @@ impl Admin {
             "/ready" if self.ready.load(Ordering::Acquire) => reply(StatusCode::OK, "text/plain", "ready\n"),
             "/ready" => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n"),
             "/metrics" => {
-                for c in &self.certs {
+                for c in self.certs.load().iter() {
                     if let Some(t) = (c.not_after)() {
                         c.gauge.set(crate::tls::secs_until(t));
                     }
                 }
-                for d in &self.upstreams {
+                for d in self.upstreams.load().iter() {
                     d.resilience.refresh_breaker_metric();
                 }
                 reply(
@@ -127,6 +128,7 @@ impl Admin {
             "/upstreams" => {
                 let list: Vec<_> = self
                     .upstreams
+                    .load()
                     .iter()
                     .map(|r| {
                         let loads = r.upstream.endpoint_loads();

@@ -15,6 +15,7 @@ pub fn status(admin: &Admin) -> Value {
     let info = &admin.info;
     let upstreams: Vec<Value> = admin
         .upstreams
+        .load()
         .iter()
         .map(|d| {
             let endpoints: Vec<Value> = d
@@ -44,6 +45,7 @@ pub fn status(admin: &Admin) -> Value {
     });
     let certificates: Vec<Value> = admin
         .certs
+        .load()
         .iter()
         .filter_map(|c| {
             let not_after = (c.not_after)()?;

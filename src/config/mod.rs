@@ -68,6 +68,9 @@ pub struct Config {
     /// Log output.
     #[serde(default)]
     pub log: Log,
+    /// The file this was read from ([`Config::load`]); none for a string.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// `[service]`
@@ -79,9 +82,18 @@ pub struct Service {
     /// Runtime worker threads; default: the CPUs available.
     #[serde(default)]
     pub worker_threads: Option<usize>,
+    /// After SIGTERM, how long `/ready` answers 503 while every listener
+    /// still serves, so orchestrators take the endpoint out before
+    /// connections are refused.
+    #[serde(default = "d_5s")]
+    pub drain_delay: Dur,
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(default = "d_30s")]
     pub shutdown_grace: Dur,
+    /// How often the config file is checked for changes (hot reload);
+    /// zero: only on SIGHUP.
+    #[serde(default = "d_2s")]
+    pub config_check_interval: Dur,
 }
 
 /// `[admin]`
@@ -756,6 +768,7 @@ impl Config {
         if let Some(dir) = path.parent() {
             cfg.resolve_paths(dir);
         }
+        cfg.source = Some(path.to_path_buf());
         Ok((cfg, src))
     }
 
@@ -813,6 +826,9 @@ fn d_25ms() -> Dur {
 }
 fn d_1s() -> Dur {
     Dur(Duration::from_secs(1))
+}
+fn d_2s() -> Dur {
+    Dur(Duration::from_secs(2))
 }
 fn d_5s() -> Dur {
     Dur(Duration::from_secs(5))

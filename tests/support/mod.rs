@@ -215,6 +215,7 @@ pub fn inbound_config(app: SocketAddr, extra: &str) -> String {
 [service]
 name = "test-svc"
 shutdown_grace = "5s"
+drain_delay = "100ms"
 [admin]
 listen = "127.0.0.1:0"
 [inbound]
@@ -234,6 +235,7 @@ pub fn outbound_config(endpoints: &[SocketAddr], upstream_extra: &str, extra: &s
 [service]
 name = "test-svc"
 shutdown_grace = "5s"
+drain_delay = "100ms"
 [admin]
 listen = "127.0.0.1:0"
 [outbound]
