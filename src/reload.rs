@@ -90,9 +90,6 @@ impl ReloadMetrics {
             "When the config in force was loaded (Unix time)",
             m.loaded_at.clone(),
         );
-        for result in ["success", "failure"] {
-            let _ = m.reloads.get_or_create(&ResultLabels { result });
-        }
         m
     }
 
