@@ -98,6 +98,8 @@ async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, S
 /// Binds every configured listener and starts serving.
 pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
     let mut metrics = Metrics::default();
+    let cache_metrics = cache::metrics::Families::register(metrics.registry_mut());
+    let mut caches = Vec::new();
     let (spans, exporter) =
         trace::export::Spans::start(&cfg.tracing, &cfg.service.name, metrics.spans()).unzip();
     // At shutdown the last spans get one flush interval and one export to go out.
@@ -217,7 +219,13 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         if !rate_limits.is_empty() {
             abort_on_shutdown(&mut tasks, &shutdown_rx, rate_limits.spawn_forget_idle());
         }
+        let cache = icfg
+            .cache
+            .as_ref()
+            .map(|c| cache::Cache::new("inbound", c, &cache_metrics));
+        caches.extend(cache.clone());
         let inbound = Arc::new(Inbound {
+            cache,
             shared: shared.clone(),
             timeout: icfg.timeout.0,
             policy: auth::Policy::new(icfg.allow.clone()).map_err(StartError::Auth)?,
@@ -277,7 +285,13 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
             if upstream.needs_resolving() {
                 abort_on_shutdown(&mut tasks, &shutdown_rx, upstream.spawn_resolver());
             }
+            let cache = u
+                .cache
+                .as_ref()
+                .map(|c| cache::Cache::new(&format!("upstream:{name}"), c, &cache_metrics));
+            caches.extend(cache.clone());
             let destination = Arc::new(Destination {
+                cache,
                 metrics: metrics.route("outbound", name),
                 resilience: Resilience::new(u, metrics.resilience(name, u.breaker.enabled)),
                 upstream,
@@ -321,6 +335,7 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         certs,
         info,
         panels: admin::Panels::default(),
+        caches,
     });
     {
         let state = admin_state.clone();

@@ -12,7 +12,7 @@
 //! only on misses, never on hits.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,9 +52,7 @@ pub enum Join {
 
 impl Flights {
     fn shard(&self, key: &str) -> &Shard {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        &self.shards[h.finish() as usize % SHARDS]
+        &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
     }
 
     /// Leads the fetch of `key`, or waits for the one in flight.

@@ -195,6 +195,15 @@ impl Store {
         self.map.invalidate(primary);
     }
 
+    /// Forgets one key; whether it was there.
+    pub fn purge_key(&self, key: &str) -> bool {
+        let had = self.map.contains_key(key);
+        self.map.invalidate(key);
+        self.map.run_pending_tasks();
+        self.update_gauges();
+        had
+    }
+
     /// Forgets every key starting with `prefix`; how many there were.
     pub fn purge_prefix(&self, prefix: &str) -> usize {
         let keys: Vec<Arc<String>> = self
