@@ -363,7 +363,7 @@ async fn the_memory_bound_holds_after_far_more_than_the_budget() {
     let bytes = p.metric("kawal_cache_bytes{cache=\"upstream:svc\"}").await;
     let entries = p.metric("kawal_cache_entries{cache=\"upstream:svc\"}").await;
     assert!(bytes <= 256.0 * 1024.0, "{bytes} bytes held");
-    assert!(entries >= 1.0 && entries <= 26.0, "{entries} entries");
+    assert!((1.0..=26.0).contains(&entries), "{entries} entries");
 }
 
 #[tokio::test]
@@ -479,4 +479,63 @@ async fn the_inbound_cache_protects_the_app() {
     }
     assert_eq!(app.hits(), 1);
     assert_eq!(p.wait_log_lines(3).await[2]["cache"], "hit");
+}
+
+#[test]
+fn a_bad_cache_table_is_refused_with_its_place() {
+    let toml = outbound_config(
+        &["127.0.0.1:1".parse().unwrap()],
+        "[upstreams.svc.cache]\nmax_bytes = \"1MiB\"\nmax_object_size = \"2MiB\"\nxfetch_beta = -1.0\ndefault_ttl = \"soon\"\nmax_age = 5",
+        "",
+    );
+    let err = kawal::config::Config::from_toml_str(&toml, "k.toml")
+        .unwrap_err()
+        .to_string();
+    for want in ["upstreams.svc.cache.default_ttl", "unknown field `max_age`"] {
+        assert!(err.contains(want), "{want} in {err}");
+    }
+    let toml = outbound_config(
+        &["127.0.0.1:1".parse().unwrap()],
+        "[upstreams.svc.cache]\nmax_bytes = \"1MiB\"\nmax_object_size = \"2MiB\"\nxfetch_beta = -1.0",
+        "",
+    );
+    let err = kawal::config::Config::from_toml_str(&toml, "k.toml")
+        .unwrap_err()
+        .to_string();
+    let line = |key: &str| toml.lines().position(|l| l.starts_with(key)).unwrap() + 1;
+    for (key, msg) in [
+        ("max_object_size", "must not exceed max_bytes"),
+        ("xfetch_beta", "positive number"),
+    ] {
+        let at = format!("k.toml:{}:1: upstreams.svc.cache.{key}: ", line(key));
+        assert!(
+            err.lines().any(|l| l.starts_with(&at) && l.contains(msg)),
+            "{at}{msg} in {err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn stale_if_error_answers_for_an_open_breaker_without_a_request() {
+    let fail = Arc::new(AtomicBool::new(false));
+    let upstream = failing("max-age=1, stale-if-error=60", fail.clone()).await;
+    let extra = "[upstreams.svc.retry]\nattempts = 1\n[upstreams.svc.breaker]\nconsecutive_failures = 1\nopen_for = \"60s\"\n[upstreams.svc.cache]";
+    let p = Proxy::start(&outbound_config(&[upstream.addr], extra, "")).await;
+    let c = client();
+    assert_eq!(get(&c, &p, "/b").await.body, "good");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    fail.store(true, Ordering::SeqCst);
+    assert_eq!(
+        get(&c, &p, "/b").await.body,
+        "good",
+        "stale for the 503 that opens the breaker"
+    );
+    assert_eq!(upstream.hits(), 2);
+    let got = get(&c, &p, "/b").await;
+    assert_eq!(
+        (got.status, &got.body[..]),
+        (200, &b"good"[..]),
+        "stale for the open breaker"
+    );
+    assert_eq!(upstream.hits(), 2, "the open breaker sent nothing");
 }

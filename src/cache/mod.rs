@@ -188,29 +188,16 @@ impl Cache {
         let default_ttl = rule.and_then(|r| r.2).or(self.default_ttl);
         let primary = key::primary(authority, &parts.uri);
         let req_cc = Directives::parse(&parts.headers);
-        let mut fetch = Fetch {
-            default_ttl,
-            method: method.clone(),
-            req_headers: parts.headers.clone(),
-            stale: None,
-            conditional: false,
-            leader: None,
-            fwd: "uri-miss",
-            request_time: SystemTime::now(),
-            started: Instant::now(),
-            primary,
-        };
-        if let Some(entry) = self.store.get(&fetch.primary, &parts.headers) {
+        let entry = self.store.get(&primary, &parts.headers);
+        let mut stale = None;
+        let mut fwd = "uri-miss";
+        if let Some(entry) = entry {
             let age = entry.age();
             let decided = entry.freshness.decide(age, &req_cc);
             let (field, status, refresh_now) = match decided {
                 Use::Fresh => {
-                    let early = policy::xfetch(
-                        entry.fetch_time,
-                        self.beta,
-                        entry.freshness.remaining(age),
-                        rand::random(),
-                    );
+                    let left = entry.freshness.remaining(age);
+                    let early = policy::xfetch(entry.fetch_time, self.beta, left, rand::random());
                     self.metrics.hits.inc();
                     ("hit", "hit", early)
                 }
@@ -226,22 +213,30 @@ impl Cache {
                 if refresh_now && !entry.refreshing.swap(true, Ordering::AcqRel) {
                     let req = refresh_request(parts, &entry);
                     let headers = parts.headers.clone();
-                    self.spawn_refresh(&entry, fetch.primary, default_ttl, headers, refresh(req));
+                    self.spawn_refresh(&entry, primary, default_ttl, headers, refresh(req));
                 }
                 ex.cache = Some(field);
-                return Ok(Step::Answer(answer::from_entry(
-                    &entry,
-                    method,
-                    &parts.headers,
-                    status,
-                )));
+                let res = answer::from_entry(&entry, method, &parts.headers, status);
+                return Ok(Step::Answer(res));
             }
-            fetch.fwd = if req_cc.no_cache { "request" } else { "stale" };
-            fetch.conditional = *method == Method::GET && entry.has_validator();
-            fetch.stale = Some(entry);
+            fwd = if req_cc.no_cache { "request" } else { "stale" };
+            stale = Some(entry);
         } else if req_cc.only_if_cached {
             return Err(ProxyError::NotCached);
         }
+        // Not answered from the store: what the after-forward step needs.
+        let mut fetch = Fetch {
+            default_ttl,
+            method: method.clone(),
+            req_headers: parts.headers.clone(),
+            conditional: *method == Method::GET && stale.as_ref().is_some_and(|e| e.has_validator()),
+            stale,
+            leader: None,
+            fwd,
+            request_time: SystemTime::now(),
+            started: Instant::now(),
+            primary,
+        };
 
         // One fetch per key: the others wait for it (bounded), then use it.
         if *method == Method::GET && !req_cc.no_cache {
