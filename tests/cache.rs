@@ -539,3 +539,21 @@ async fn stale_if_error_answers_for_an_open_breaker_without_a_request() {
     );
     assert_eq!(upstream.hits(), 2, "the open breaker sent nothing");
 }
+
+#[tokio::test]
+async fn head_is_answered_from_a_stored_get() {
+    let upstream = Upstream::start(|_req| async {
+        with(status(200, "twelve bytes"), &[("cache-control", "max-age=60")])
+    })
+    .await;
+    let p = kawal(&upstream, "").await;
+    let c = client();
+    get(&c, &p, "/h").await;
+    let got = send(&c, &p, "HEAD", "/h", &[]).await;
+    assert_eq!(
+        (got.status, got.body.len(), got.header("content-length")),
+        (200, 0, "12")
+    );
+    assert!(got.header("cache-status").starts_with("kawal; hit"));
+    assert_eq!(upstream.hits(), 1);
+}

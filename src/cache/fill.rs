@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::header;
-use http::{HeaderMap, StatusCode};
+use http::request::Parts;
+use http::{HeaderMap, Method, Request, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
 use tokio::time::Instant;
@@ -251,4 +252,34 @@ impl Cache {
             fetch_time,
         })
     }
+}
+
+/// Conditionals from the entry's validators, replacing the client's.
+pub fn set_validators(headers: &mut HeaderMap, entry: &Entry) {
+    for name in [
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_MATCH,
+        header::IF_UNMODIFIED_SINCE,
+        header::IF_RANGE,
+    ] {
+        headers.remove(name);
+    }
+    if let Some(etag) = entry.headers.get(header::ETAG) {
+        headers.insert(header::IF_NONE_MATCH, etag.clone());
+    }
+    if let Some(lm) = entry.headers.get(header::LAST_MODIFIED) {
+        headers.insert(header::IF_MODIFIED_SINCE, lm.clone());
+    }
+}
+
+/// A background refresh: this request's GET, conditional on the entry.
+pub fn refresh_request(parts: &Parts, entry: &Entry) -> Parts {
+    let (mut req, ()) = Request::new(()).into_parts();
+    req.method = Method::GET;
+    req.uri = parts.uri.clone();
+    req.version = parts.version;
+    req.headers = parts.headers.clone();
+    set_validators(&mut req.headers, entry);
+    req
 }

@@ -35,7 +35,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::header::{self, HeaderMap};
 use http::request::Parts;
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use tokio::time::Instant;
 
 use self::coalesce::{Flights, Join, Leader};
@@ -211,7 +211,7 @@ impl Cache {
                     self.metrics.stale.inc();
                 }
                 if refresh_now && !entry.refreshing.swap(true, Ordering::AcqRel) {
-                    let req = refresh_request(parts, &entry);
+                    let req = fill::refresh_request(parts, &entry);
                     let headers = parts.headers.clone();
                     self.spawn_refresh(&entry, primary, default_ttl, headers, refresh(req));
                 }
@@ -260,7 +260,7 @@ impl Cache {
             }
         }
         if let Some(stale) = fetch.stale.as_ref().filter(|_| fetch.conditional) {
-            set_validators(&mut parts.headers, stale);
+            fill::set_validators(&mut parts.headers, stale);
             self.metrics.revalidations.inc();
         } else {
             self.metrics.misses.inc();
@@ -295,7 +295,8 @@ impl Cache {
             Kind::Unsafe { primary, authority } => {
                 if let Ok(res) = &result {
                     if res.status().is_success() || res.status().is_redirection() {
-                        self.invalidate_after_write(&primary, &authority, res.headers());
+                        self.store
+                            .invalidate_after_write(&primary, &authority, res.headers());
                     }
                 }
                 return result.map(Reply::Upstream);
@@ -405,17 +406,6 @@ impl Cache {
         )))
     }
 
-    /// RFC 9111 §4.4: the target and the same-origin `Location` and
-    /// `Content-Location` of a write's successful answer.
-    fn invalidate_after_write(&self, primary: &str, authority: &str, res: &HeaderMap) {
-        self.store.invalidate(primary);
-        for name in [header::LOCATION, header::CONTENT_LOCATION] {
-            if let Some(k) = res.get(name).and_then(|v| key::same_origin(authority, v)) {
-                self.store.invalidate(&k);
-            }
-        }
-    }
-
     /// Freshness of a response with raw `headers` received now.
     fn freshness(
         &self,
@@ -440,34 +430,4 @@ impl Cache {
 /// Statuses stale-if-error may hide (RFC 5861 §4).
 fn is_error(status: StatusCode) -> bool {
     matches!(status.as_u16(), 500 | 502 | 503 | 504)
-}
-
-/// Conditionals from the entry's validators, replacing the client's.
-fn set_validators(headers: &mut HeaderMap, entry: &Entry) {
-    for name in [
-        header::IF_NONE_MATCH,
-        header::IF_MODIFIED_SINCE,
-        header::IF_MATCH,
-        header::IF_UNMODIFIED_SINCE,
-        header::IF_RANGE,
-    ] {
-        headers.remove(name);
-    }
-    if let Some(etag) = entry.headers.get(header::ETAG) {
-        headers.insert(header::IF_NONE_MATCH, etag.clone());
-    }
-    if let Some(lm) = entry.headers.get(header::LAST_MODIFIED) {
-        headers.insert(header::IF_MODIFIED_SINCE, lm.clone());
-    }
-}
-
-/// A background refresh: this request's GET, conditional on the entry.
-fn refresh_request(parts: &Parts, entry: &Entry) -> Parts {
-    let (mut req, ()) = Request::new(()).into_parts();
-    req.method = Method::GET;
-    req.uri = parts.uri.clone();
-    req.version = parts.version;
-    req.headers = parts.headers.clone();
-    set_validators(&mut req.headers, entry);
-    req
 }

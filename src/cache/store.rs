@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, StatusCode};
+use http::{header, HeaderMap, HeaderName, StatusCode};
 use moka::notification::RemovalCause;
 use moka::sync::Cache;
 use tokio::time::Instant;
@@ -109,7 +109,8 @@ impl moka::Expiry<String, Slot> for Expire {
 
 /// The bounded store of one cache.
 pub struct Store {
-    map: Cache<String, Slot>,
+    // foldhash, not SipHash: keys are hashed on every hit.
+    map: Cache<String, Slot, foldhash::fast::RandomState>,
     generation: AtomicU64,
     metrics: CacheMetrics,
 }
@@ -136,7 +137,7 @@ impl Store {
                     evictions.inc();
                 }
             })
-            .build();
+            .build_with_hasher(foldhash::fast::RandomState::default());
         Store {
             map,
             generation: AtomicU64::new(1),
@@ -193,6 +194,18 @@ impl Store {
     /// Forgets whatever `primary` names (its variants become unreachable).
     pub fn invalidate(&self, primary: &str) {
         self.map.invalidate(primary);
+        self.update_gauges();
+    }
+
+    /// RFC 9111 §4.4: the target and the same-origin `Location` and
+    /// `Content-Location` of a write's successful answer.
+    pub fn invalidate_after_write(&self, primary: &str, authority: &str, res: &HeaderMap) {
+        self.invalidate(primary);
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            if let Some(k) = res.get(name).and_then(|v| key::same_origin(authority, v)) {
+                self.invalidate(&k);
+            }
+        }
     }
 
     /// Forgets one key; whether it was there.
