@@ -55,11 +55,11 @@ impl Destination {
         let (dest, shared) = (self.clone(), shared.clone());
         async move {
             let trace = shared.propagator.start(&parts.headers);
-            let mut count = 0;
+            let mut record = Default::default();
             let attempt = Attempt {
                 trace: &trace,
                 shared: &shared,
-                count: &mut count,
+                record: &mut record,
             };
             let body = ReplayBody::Kept(Bytes::new());
             let res = dest
