@@ -29,6 +29,7 @@ trap cleanup EXIT
 
 nginx_conf() { # dir server_block
   mkdir -p "$tmp/$1/cache"
+  chmod -R a+rwx "$tmp"   # nginx workers run as another user when started by root
   cat >"$tmp/$1/nginx.conf" <<N
 worker_processes 1;
 daemon on;
@@ -76,8 +77,8 @@ kawal_conf plain "$PLAIN_PORT" ""
 for p in "$UP_PORT" "$HIT_PORT" "$PLAIN_PORT" "$NGX_PORT"; do
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$p/" >/dev/null 2>&1 && break; sleep 0.1; done
 done
-curl -s -D- -o/dev/null "http://127.0.0.1:$HIT_PORT/" | grep -i cache-status
-curl -s -D- -o/dev/null "http://127.0.0.1:$NGX_PORT/" | grep -i cache-status
+curl -s -D- -o/dev/null "http://127.0.0.1:$HIT_PORT/" | grep -i cache-status || true
+curl -s -D- -o/dev/null "http://127.0.0.1:$NGX_PORT/" | grep -i cache-status || { cat "$tmp/ngx/error.log"; exit 1; }
 
 cpu_ticks() { # pids → utime+stime ticks summed
   local t=0 p
@@ -102,6 +103,7 @@ run() { # name → "rps p50 p99 cpu_us_per_req"
   # shellcheck disable=SC2046
   local after; after=$(cpu_ticks $(pid_of "$1"))
   local reqs; reqs=$(awk '/requests in/ {print $1}' "$tmp/$1.txt")
+  [ -n "$reqs" ] || { echo "wrk failed for $1:" >&2; cat "$tmp/$1.txt" >&2; }
   awk -v b="$before" -v a="$after" -v r="$reqs" -v hz="$hz" '
     /Requests\/sec/ {rps=$2} $1=="50%" {p50=$2} $1=="99%" {p99=$2}
     END {printf "%s %s %s %.1f\n", rps, p50, p99, (a-b)/hz*1e6/r}' "$tmp/$1.txt"
