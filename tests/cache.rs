@@ -491,7 +491,10 @@ fn a_bad_cache_table_is_refused_with_its_place() {
     let err = kawal::config::Config::from_toml_str(&toml, "k.toml")
         .unwrap_err()
         .to_string();
-    for want in ["upstreams.svc.cache.default_ttl", "unknown field `max_age`"] {
+    for want in [
+        "upstreams.svc.cache.default_ttl",
+        "upstreams.svc.cache.max_age: unknown key",
+    ] {
         assert!(err.contains(want), "{want} in {err}");
     }
     let toml = outbound_config(
