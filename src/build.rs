@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
+use crate::cache::{self, Cache};
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
 use crate::proxy::inbound::Inbound;
@@ -32,6 +33,8 @@ pub(crate) struct Built {
     pub outbound: Option<Arc<Outbound>>,
     /// Every upstream, for `/upstreams`.
     pub upstreams: Vec<Arc<Destination>>,
+    /// Every response cache, for `POST /cache/purge`.
+    pub caches: Vec<Arc<Cache>>,
     /// Upstream client certificates by upstream name, for the expiry gauge.
     pub clients: Vec<(String, Arc<tls::ClientTls>)>,
     /// Tasks started for new parts (DNS refresh, TLS and JWKS reloads); each
@@ -62,6 +65,7 @@ pub(crate) async fn build(
     cfg: &Config,
     shared: &Arc<Shared>,
     metrics: &Metrics,
+    cache_metrics: &cache::metrics::Families,
     rate_limits: Option<Arc<RateLimits>>,
     prev: Option<Previous<'_>>,
 ) -> Result<Built, StartError> {
@@ -74,11 +78,30 @@ pub(crate) async fn build(
         let prev = prev
             .as_ref()
             .and_then(|p| Some((p.cfg.inbound.as_ref()?, p.inbound?)));
-        let inbound = build_inbound(icfg, shared, metrics, rate_limits, prev, &mut built.background).await?;
+        let mut inbound =
+            build_inbound(icfg, shared, metrics, rate_limits, prev, &mut built.background).await?;
+        // An unchanged [inbound.cache] keeps what it stored.
+        inbound.cache = match prev {
+            Some((old, old_inbound)) if same(&old.cache, &icfg.cache) => old_inbound.cache.clone(),
+            _ => icfg
+                .cache
+                .as_ref()
+                .map(|c| Cache::new("inbound", c, cache_metrics)),
+        };
+        built.caches.extend(inbound.cache.clone());
         built.inbound = Some(Arc::new(inbound));
     }
     if let Some(ocfg) = &cfg.outbound {
-        build_outbound(cfg, ocfg, shared, metrics, prev.as_ref(), &mut built).await?;
+        build_outbound(
+            cfg,
+            ocfg,
+            shared,
+            metrics,
+            cache_metrics,
+            prev.as_ref(),
+            &mut built,
+        )
+        .await?;
     }
     Ok(built)
 }
@@ -120,6 +143,7 @@ async fn build_inbound(
         (None, _) => None,
     };
     Ok(Inbound {
+        cache: None,
         shared: shared.clone(),
         timeout: icfg.timeout.0,
         policy: auth::Policy::new(icfg.allow.clone()).map_err(StartError::Auth)?,
@@ -163,6 +187,7 @@ async fn build_outbound(
     ocfg: &config::Outbound,
     shared: &Arc<Shared>,
     metrics: &Metrics,
+    cache_metrics: &cache::metrics::Families,
     prev: Option<&Previous<'_>>,
     built: &mut Built,
 ) -> Result<(), StartError> {
@@ -182,8 +207,9 @@ async fn build_outbound(
                 built.clients.extend(client.cloned());
                 d
             }
-            None => Arc::new(build_destination(name, u, metrics, built).await?),
+            None => Arc::new(build_destination(name, u, metrics, cache_metrics, built).await?),
         };
+        built.caches.extend(destination.cache.clone());
         for host in std::iter::once(name).chain(&u.hosts) {
             routes.insert(host.to_ascii_lowercase(), destination.clone());
         }
@@ -210,6 +236,7 @@ async fn build_destination(
     name: &str,
     u: &config::UpstreamConfig,
     metrics: &Metrics,
+    cache_metrics: &cache::metrics::Families,
     built: &mut Built,
 ) -> Result<Destination, StartError> {
     let tls = match &u.tls {
@@ -240,6 +267,10 @@ async fn build_destination(
         built.background.push(upstream.spawn_resolver());
     }
     Ok(Destination {
+        cache: u
+            .cache
+            .as_ref()
+            .map(|c| Cache::new(&format!("upstream:{name}"), c, cache_metrics)),
         metrics: metrics.route("outbound", name),
         resilience: Resilience::new(u, metrics.resilience(name, u.breaker.enabled)),
         upstream,

@@ -102,6 +102,9 @@ pub enum ProxyError {
         /// When the bucket has a token again.
         retry_after: Duration,
     },
+    /// `Cache-Control: only-if-cached` and nothing usable is stored.
+    #[error("only-if-cached: no stored response fits the request")]
+    NotCached,
     /// A bug or an unexpected state: never the client's fault.
     #[error("internal error: {0}")]
     Internal(String),
@@ -127,6 +130,7 @@ impl ProxyError {
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::CircuitOpen { .. } => "circuit_open",
             Self::RateLimited { .. } => "rate_limited",
+            Self::NotCached => "not_cached",
             Self::Internal(_) => "internal",
         }
     }
@@ -147,7 +151,7 @@ impl ProxyError {
             Self::UpstreamConnect { .. } | Self::UpstreamTls { .. } | Self::UpstreamReset { .. } => {
                 StatusCode::BAD_GATEWAY
             }
-            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::UpstreamTimeout { .. } | Self::NotCached => StatusCode::GATEWAY_TIMEOUT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

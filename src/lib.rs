@@ -13,6 +13,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 mod build;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod headers;
@@ -158,7 +159,8 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         None => None,
     };
     let reload_metrics = reload::ReloadMetrics::register(metrics.registry_mut());
-    let built = build::build(&cfg, &shared, &metrics, rate_limits.clone(), None).await?;
+    let cache_metrics = cache::metrics::Families::register(metrics.registry_mut());
+    let built = build::build(&cfg, &shared, &metrics, &cache_metrics, rate_limits.clone(), None).await?;
     for task in built.background {
         abort_on_shutdown(&mut tasks, &shutdown_rx, task);
     }
@@ -216,6 +218,7 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         certs: ArcSwap::from_pointee(certs),
         info,
         panels: admin::Panels::default(),
+        caches: ArcSwap::from_pointee(built.caches),
     });
     {
         let state = admin_state.clone();
@@ -236,6 +239,7 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         inbound,
         outbound,
         rate_limits,
+        cache_metrics,
         clients: built.clients,
         inbound_cert,
         background: Vec::new(),

@@ -118,6 +118,8 @@ pub(crate) struct Live {
     pub outbound: Option<Arc<ArcSwap<Outbound>>>,
     /// Built once (they register metrics); a change needs a restart.
     pub rate_limits: Option<Arc<RateLimits>>,
+    /// The response caches' metric families (registered once).
+    pub cache_metrics: crate::cache::metrics::Families,
     pub clients: Vec<(String, Arc<tls::ClientTls>)>,
     /// The inbound listener's certificates (start only; the files rotate).
     pub inbound_cert: Option<Arc<tls::ServerTls>>,
@@ -268,7 +270,16 @@ impl Live {
             target.outbound = None;
         }
         let rate_limits = self.rate_limits.clone();
-        let built = match build::build(&target, &shared, &self.admin.metrics, rate_limits, Some(prev)).await {
+        let built = match build::build(
+            &target,
+            &shared,
+            &self.admin.metrics,
+            &self.cache_metrics,
+            rate_limits,
+            Some(prev),
+        )
+        .await
+        {
             Ok(built) => built,
             Err(e) => return self.refused(&e.to_string()),
         };
@@ -291,6 +302,7 @@ impl Live {
             _ => {}
         }
         self.admin.upstreams.store(Arc::new(built.upstreams));
+        self.admin.caches.store(Arc::new(built.caches));
         let mut certs: Vec<admin::LoadedCert> = self
             .inbound_cert
             .iter()

@@ -360,6 +360,27 @@ fn check_refuses_every_bad_value_naming_file_line_and_key() {
             "inbound.rate_limits.0.paths",
             "path",
         ),
+        (
+            "cache_size",
+            format!("{BASE}[upstreams.payment.cache]\nmax_bytes = \"64\"\n"),
+            "max_bytes",
+            "upstreams.payment.cache.max_bytes",
+            "KiB",
+        ),
+        (
+            "cache_object",
+            format!("{BASE}[upstreams.payment.cache]\nmax_bytes = \"1MiB\"\nmax_object_size = \"2MiB\"\n"),
+            "max_object_size",
+            "upstreams.payment.cache.max_object_size",
+            "must not exceed max_bytes",
+        ),
+        (
+            "cache_ttl",
+            format!("{BASE}[upstreams.payment.cache]\ndefault_ttl = \"0s\"\n"),
+            "default_ttl",
+            "upstreams.payment.cache.default_ttl",
+            "more than 0s",
+        ),
     ];
     for (case, text, needle, key, hint) in cases {
         refused(&dir, case, text, needle, key, hint);

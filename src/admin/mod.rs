@@ -48,6 +48,8 @@ pub struct Admin {
     pub info: Info,
     /// Panels of features that report on the page.
     pub panels: Panels,
+    /// Response caches, for `POST /cache/purge` (see `cache::purge`).
+    pub caches: ArcSwap<Vec<Arc<crate::cache::Cache>>>,
 }
 
 /// A loaded certificate: its expiry gauge and where to read `not_after`.
@@ -99,6 +101,11 @@ impl Admin {
         req: Request<Incoming>,
         _open_request: OpenRequest,
     ) -> Result<Response<BoxBody>, Infallible> {
+        if req.uri().path() == "/cache/purge" {
+            let (status, body) =
+                crate::cache::purge::handle(&self.caches.load(), req.method(), req.uri().query());
+            return Ok(reply(status, "application/json", body));
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return Ok(reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n"));
         }

@@ -103,9 +103,30 @@ pub(super) fn validate(cfg: &Config) -> Vec<(Vec<String>, String)> {
     for (name, up) in &cfg.upstreams {
         upstream(name, up, &mut c);
     }
+    caches(cfg, &mut c);
     tracing(&cfg.tracing, &mut c);
     limits(&cfg.limits, &mut c);
     c.problems
+}
+
+/// Every cache table, upstreams' and inbound's, by the same rules (`cache.rs`).
+fn caches(cfg: &Config, c: &mut Checks) {
+    let upstreams = cfg
+        .upstreams
+        .iter()
+        .filter_map(|(name, u)| Some((vec!["upstreams", name.as_str(), "cache"], u.cache.as_ref()?)));
+    let inbound = cfg
+        .inbound
+        .iter()
+        .filter_map(|i| Some((vec!["inbound", "cache"], i.cache.as_ref()?)));
+    for (table, cache) in upstreams.chain(inbound) {
+        for (key, msg) in super::cache::check(cache) {
+            let mut path: Vec<&str> = table.clone();
+            path.extend(key.iter().map(String::as_str));
+            let last = path.pop().unwrap_or_default();
+            c.bad(&path, last, msg);
+        }
+    }
 }
 
 fn service(cfg: &Config, c: &mut Checks) {

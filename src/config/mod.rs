@@ -25,6 +25,7 @@
 //! in [`Config::load`]; (4) every option documented with its default in
 //! `config/kawal.toml`, and a bad value added to the table in `tests/config.rs`.
 
+mod cache;
 mod check;
 mod files;
 mod locate;
@@ -41,6 +42,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::resilience::backoff::Backoff;
 
+pub use cache::{CacheConfig, CacheRule};
 pub use units::{Addr, Dur, HostPort, Size};
 
 /// The whole configuration.
@@ -143,6 +145,9 @@ pub struct Inbound {
     /// Local rate limits, each on a methods × paths scope.
     #[serde(default)]
     pub rate_limits: Vec<RateLimitRule>,
+    /// `[inbound.cache]`: a response cache in front of the app.
+    #[serde(default)]
+    pub cache: Option<CacheConfig>,
 }
 
 /// `[[inbound.rate_limits]]`: a token bucket on a route, one per caller
@@ -339,6 +344,9 @@ pub struct UpstreamConfig {
     /// Circuit breaker.
     #[serde(default)]
     pub breaker: BreakerConfig,
+    /// `[upstreams.NAME.cache]`: a response cache for this upstream.
+    #[serde(default)]
+    pub cache: Option<CacheConfig>,
 }
 
 /// `[upstreams.NAME.retry]`

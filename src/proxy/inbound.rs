@@ -9,8 +9,9 @@
 //! 5. rewrite: strip hop-by-hop and spoofed identity headers, hand the app
 //!    the verified peer identity (mTLS) and user (JWT `sub`), set
 //!    X-Forwarded-*, inject kawal's traceparent
-//! 6. forward to the app (pooled connection, deadline)
-//! 7. respond: the app's response streamed back, or kawal's own answer; the
+//! 6. cache (`[inbound.cache]`): a fresh hit answers here; see `cache`
+//! 7. forward to the app (pooled connection, deadline)
+//! 8. respond: the app's response streamed back, or kawal's own answer; the
 //!    features' end phase and the access line run when the body ends
 
 use std::convert::Infallible;
@@ -27,6 +28,7 @@ use super::exchange::ClientBody;
 use super::upstream::Upstream;
 use super::{check_head, guard_request_body, prepare_forward, Direction, Exchange, Reply, Shared};
 use crate::auth::{Decision, JwtError, JwtVerifier, Policy};
+use crate::cache::{Cache, Step};
 use crate::error::ProxyError;
 use crate::headers::{self, X_FORWARDED_PROTO, X_KAWAL_PEER_IDENTITY, X_KAWAL_USER};
 use crate::metrics::RouteMetrics;
@@ -50,6 +52,8 @@ pub struct Inbound {
     pub rate_limits: Arc<RateLimits>,
     /// Metrics handles for requests to the app.
     pub metrics: RouteMetrics,
+    /// The response cache in front of the app, when configured.
+    pub cache: Option<Arc<Cache>>,
 }
 
 impl Inbound {
@@ -100,21 +104,53 @@ impl Inbound {
             parts
                 .headers
                 .insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-            // 6. forward
+            // 6. cache: after authorization (a caller who may not call never
+            //    reads stored answers), in front of the app
+            let pending = match &self.cache {
+                Some(cache) => {
+                    let host = authority
+                        .as_ref()
+                        .and_then(|a| a.to_str().ok())
+                        .unwrap_or_default();
+                    let refresh = |req| self.refresh(req, cache.max_object());
+                    match cache.on_request(&mut parts, host, &mut ex, refresh).await? {
+                        Step::Answer(res) => return Ok(Reply::Own(res)),
+                        Step::Forward(pending) => Some((cache, pending)),
+                    }
+                }
+                None => None,
+            };
+            // 7. forward
             ex.upstream = Some(self.app.name.clone());
             ex.attempts.count = 1;
             let body = guard_request_body(body, &self.shared.limits, ex.bytes_in.clone());
             let req = Request::from_parts(parts, body);
-            let res = self
-                .app
-                .send(req, self.timeout, &mut ex.attempts.endpoint)
-                .await?;
-            Ok::<_, ProxyError>(Reply::from(res))
+            let res = self.app.send(req, self.timeout, &mut ex.attempts.endpoint).await;
+            match pending {
+                Some((cache, pending)) => cache.after_forward(pending, res, &mut ex),
+                None => Ok::<_, ProxyError>(Reply::from(res?)),
+            }
         }
         .await;
 
-        // 7. respond
+        // 8. respond
         Ok(ex.respond(result, conn, &self.shared, self.metrics.clone()))
+    }
+
+    /// A cache's background refresh of `parts` (already rewritten), its
+    /// answer collected whole.
+    fn refresh(
+        self: &Arc<Self>,
+        parts: Parts,
+        max: u64,
+    ) -> impl std::future::Future<Output = Option<(http::response::Parts, bytes::Bytes)>> + Send + 'static
+    {
+        let (app, timeout) = (self.app.clone(), self.timeout);
+        async move {
+            let req = Request::from_parts(parts, crate::body::empty());
+            let res = app.send(req, timeout, &mut None).await.ok()?;
+            crate::cache::fill::collect(res, max).await
+        }
     }
 
     /// The allow rules, on the verified identity and the normalized path: the

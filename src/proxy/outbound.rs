@@ -7,21 +7,24 @@
 //! 3. route: the one authority (absolute-form URI wins over Host) picks the
 //!    upstream; unknown host → 404 naming it, unless a default is configured
 //! 4. rewrite: strip hop-by-hop headers, Host = the routed authority
-//! 5. forward to an endpoint of the upstream (pooled), through the circuit
+//! 5. cache (`[upstreams.NAME.cache]`): a fresh hit answers here; see `cache`
+//! 6. forward to an endpoint of the upstream (pooled), through the circuit
 //!    breaker, with per-try deadline and retries (backoff, budget): see
 //!    `retry`; each attempt is a CLIENT span and carries its own traceparent
-//! 6. respond: the upstream's response streamed back, or kawal's error
+//! 7. respond: the upstream's response streamed back, or kawal's error
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use http::{Request, Response};
+use bytes::Bytes;
+use http::{request, Request, Response};
 use hyper::body::Incoming;
 
 use super::exchange::ClientBody;
-use super::retry::{Attempt, Resilience};
+use super::retry::{Attempt, ReplayBody, Resilience};
 use super::upstream::Upstream;
 use super::{check_head, guard_request_body, prepare_forward, Direction, Exchange, Reply, Shared};
+use crate::cache::{Cache, Step};
 use crate::error::ProxyError;
 use crate::headers;
 use crate::metrics::RouteMetrics;
@@ -36,6 +39,37 @@ pub struct Destination {
     pub resilience: Resilience,
     /// Its metrics handles.
     pub metrics: RouteMetrics,
+    /// Its response cache, when configured.
+    pub cache: Option<Arc<Cache>>,
+}
+
+impl Destination {
+    /// A cache's background refresh of `parts` (already rewritten): sent
+    /// as the app's requests are, its answer collected whole.
+    fn refresh(
+        self: &Arc<Self>,
+        parts: request::Parts,
+        shared: &Arc<Shared>,
+        max: u64,
+    ) -> impl std::future::Future<Output = Option<(http::response::Parts, Bytes)>> + Send + 'static {
+        let (dest, shared) = (self.clone(), shared.clone());
+        async move {
+            let trace = shared.propagator.start(&parts.headers);
+            let mut record = Default::default();
+            let attempt = Attempt {
+                trace: &trace,
+                shared: &shared,
+                record: &mut record,
+            };
+            let body = ReplayBody::Kept(Bytes::new());
+            let res = dest
+                .resilience
+                .send(&dest.upstream, parts, body, attempt)
+                .await
+                .ok()?;
+            crate::cache::fill::collect(res, max).await
+        }
+    }
 }
 
 /// The outbound direction: the routing table and what requests need.
@@ -89,7 +123,20 @@ impl Outbound {
             metrics = route.metrics.clone();
             // 4. rewrite
             ex.upgrade = prepare_forward(&mut parts, target, Some(&authority));
-            // 5. forward: breaker, per-try deadline, retries with backoff and
+            // 5. cache: above retry and the breaker, so a fresh hit costs no
+            //    connection and stale-if-error can answer for an open breaker
+            let pending = match &route.cache {
+                Some(cache) => {
+                    let host = authority.to_str().unwrap_or_default();
+                    let refresh = |req| route.refresh(req, &self.shared, cache.max_object());
+                    match cache.on_request(&mut parts, host, &mut ex, refresh).await? {
+                        Step::Answer(res) => return Ok(Reply::Own(res)),
+                        Step::Forward(pending) => Some((cache, pending)),
+                    }
+                }
+                None => None,
+            };
+            // 6. forward: breaker, per-try deadline, retries with backoff and
             //    budget; each attempt is a child span with its own traceparent
             let body = guard_request_body(body, &self.shared.limits, ex.bytes_in.clone());
             let body = route.resilience.prepare_body(&parts, body).await?;
@@ -98,15 +145,15 @@ impl Outbound {
                 shared: &self.shared,
                 record: &mut ex.attempts,
             };
-            let res = route
-                .resilience
-                .send(&route.upstream, parts, body, attempt)
-                .await?;
-            Ok::<_, ProxyError>(Reply::from(res))
+            let res = route.resilience.send(&route.upstream, parts, body, attempt).await;
+            match pending {
+                Some((cache, pending)) => cache.after_forward(pending, res, &mut ex),
+                None => Ok::<_, ProxyError>(Reply::from(res?)),
+            }
         }
         .await;
 
-        // 6. respond
+        // 7. respond
         Ok(ex.respond(result, open_request, &self.shared, metrics))
     }
 
