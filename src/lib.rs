@@ -14,6 +14,7 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod headers;
 pub mod host;
 pub mod log;

@@ -1,0 +1,2 @@
+//! Idempotency and ordering guard (inbound step 5).
+pub mod store;
