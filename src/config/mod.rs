@@ -27,6 +27,7 @@
 
 mod check;
 mod files;
+pub mod guard;
 mod locate;
 mod report;
 mod units;
@@ -131,6 +132,9 @@ pub struct Inbound {
     /// Local rate limits, each on a methods × paths scope.
     #[serde(default)]
     pub rate_limits: Vec<RateLimitRule>,
+    /// Idempotency, event dedup and per-key ordering on some routes.
+    #[serde(default)]
+    pub guard: Option<guard::GuardConfig>,
 }
 
 /// `[[inbound.rate_limits]]`: a token bucket on a route, one per caller
