@@ -77,6 +77,9 @@ pub enum StartError {
     /// The JWKS or secret file is missing or unusable, or a policy rule is bad.
     #[error("{0}")]
     Auth(String),
+    /// The guard's store cannot be set up (a bad Redis URL).
+    #[error("inbound.guard: {0}")]
+    Guard(String),
     /// A certificate, key or CA file is missing or broken.
     #[error("{what}: {source}")]
     Tls {
@@ -217,8 +220,15 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         if !rate_limits.is_empty() {
             abort_on_shutdown(&mut tasks, &shutdown_rx, rate_limits.spawn_forget_idle());
         }
+        let guard = icfg
+            .guard
+            .as_ref()
+            .map(|g| guard::Guard::new(g, &cfg.service.name, metrics.registry_mut()))
+            .transpose()
+            .map_err(StartError::Guard)?;
         let inbound = Arc::new(Inbound {
             shared: shared.clone(),
+            guard,
             timeout: icfg.timeout.0,
             policy: auth::Policy::new(icfg.allow.clone()).map_err(StartError::Auth)?,
             jwt,

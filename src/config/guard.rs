@@ -120,7 +120,11 @@ impl GuardRoute {
 pub fn validate(g: &GuardConfig) -> Vec<(Vec<String>, String)> {
     let mut out = Vec::new();
     let mut bad = |path: &[&str], msg: String| {
-        let full = ["inbound", "guard"].iter().chain(path).map(|s| s.to_string()).collect();
+        let full = ["inbound", "guard"]
+            .iter()
+            .chain(path)
+            .map(|s| s.to_string())
+            .collect();
         out.push((full, msg));
     };
     match (g.store, &g.redis_url) {
@@ -128,24 +132,37 @@ pub fn validate(g: &GuardConfig) -> Vec<(Vec<String>, String)> {
         (StoreKind::Memory, Some(_)) => bad(&["redis_url"], "only used with store = \"redis\"".into()),
         (_, Some(url)) => {
             if let Err(e) = redis::Client::open(url.as_str()) {
-                bad(&["redis_url"], format!("{e} (expected redis://[:password@]host:port[/db] or rediss://...)"));
+                bad(
+                    &["redis_url"],
+                    format!("{e} (expected redis://[:password@]host:port[/db] or rediss://...)"),
+                );
             }
         }
         _ => {}
     }
-    for (key, d) in [("ttl", g.ttl), ("lease", g.lease), ("redis_timeout", g.redis_timeout)] {
+    for (key, d) in [
+        ("ttl", g.ttl),
+        ("lease", g.lease),
+        ("redis_timeout", g.redis_timeout),
+    ] {
         if d.0.is_zero() {
             bad(&[key], "must be more than 0".into());
         }
     }
     if g.lease.0 < Duration::from_millis(30) {
-        bad(&["lease"], "must be at least 30ms (it is renewed every third of it)".into());
+        bad(
+            &["lease"],
+            "must be at least 30ms (it is renewed every third of it)".into(),
+        );
     }
     if g.max_entries == 0 {
         bad(&["max_entries"], "must be at least 1".into());
     }
     if g.routes.is_empty() {
-        bad(&["routes"], "no [[inbound.guard.routes]]: the guard would guard nothing".into());
+        bad(
+            &["routes"],
+            "no [[inbound.guard.routes]]: the guard would guard nothing".into(),
+        );
     }
     for (i, r) in g.routes.iter().enumerate() {
         let i = i.to_string();
@@ -163,10 +180,16 @@ pub fn validate(g: &GuardConfig) -> Vec<(Vec<String>, String)> {
             bad(&at("require_key"), "needs idempotency = true".into());
         }
         if !(200..=299).contains(&r.duplicate_status) {
-            bad(&at("duplicate_status"), format!("{}: must be a 2xx status", r.duplicate_status));
+            bad(
+                &at("duplicate_status"),
+                format!("{}: must be a 2xx status", r.duplicate_status),
+            );
         }
         if !(400..=499).contains(&r.stale_status) {
-            bad(&at("stale_status"), format!("{}: must be a 4xx status", r.stale_status));
+            bad(
+                &at("stale_status"),
+                format!("{}: must be a 4xx status", r.stale_status),
+            );
         }
         for (key, header) in [("order_by", &r.order_by), ("version_from", &r.version_from)] {
             if let Some(h) = header {
@@ -224,7 +247,9 @@ mod tests {
         let src = format!(
             "[service]\nname = \"s\"\n[inbound]\nlisten = \"127.0.0.1:0\"\napp = \"127.0.0.1:1\"\n{guard}"
         );
-        Config::from_toml_str(&src, "k.toml").map(|_| ()).map_err(|e| e.to_string())
+        Config::from_toml_str(&src, "k.toml")
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -238,16 +263,37 @@ mod tests {
     #[test]
     fn names_the_line_and_key_of_each_problem() {
         let table = [
-            ("[inbound.guard]\nstore = \"redis\"\n[[inbound.guard.routes]]\nidempotency = true\n", "k.toml:6:10: inbound.guard.redis_url: needed"),
-            ("[inbound.guard]\n[[inbound.guard.routes]]\nversion_from = \"ce-sequence\"\n", "k.toml:8:1: inbound.guard.routes.0.version_from: needs order_by"),
-            ("[inbound.guard]\n[[inbound.guard.routes]]\ncloudevents = true\nduplicate_status = 409\n", "k.toml:9:1: inbound.guard.routes.0.duplicate_status: 409"),
-            ("[inbound.guard]\n[[inbound.guard.routes]]\nidempotency = true\npaths = [\"orders\"]\n", "inbound.guard.routes.0: path pattern"),
-            ("[inbound.guard]\n[[inbound.guard.routes]]\norder_by = \"X-Key\"\n", "routes.0.order_by: \"X-Key\": must be a lowercase header name"),
+            (
+                "[inbound.guard]\nstore = \"redis\"\n[[inbound.guard.routes]]\nidempotency = true\n",
+                "k.toml:6:10: inbound.guard.redis_url: needed",
+            ),
+            (
+                "[inbound.guard]\n[[inbound.guard.routes]]\nversion_from = \"ce-sequence\"\n",
+                "k.toml:8:1: inbound.guard.routes.0.version_from: needs order_by",
+            ),
+            (
+                "[inbound.guard]\n[[inbound.guard.routes]]\ncloudevents = true\nduplicate_status = 409\n",
+                "k.toml:9:1: inbound.guard.routes.0.duplicate_status: 409",
+            ),
+            (
+                "[inbound.guard]\n[[inbound.guard.routes]]\nidempotency = true\npaths = [\"orders\"]\n",
+                "inbound.guard.routes.0: path pattern",
+            ),
+            (
+                "[inbound.guard]\n[[inbound.guard.routes]]\norder_by = \"X-Key\"\n",
+                "routes.0.order_by: \"X-Key\": must be a lowercase header name",
+            ),
             ("[inbound.guard]\n[[inbound.guard.routes]]\n", "guards nothing"),
-            ("[inbound.guard]\n", "inbound.guard.routes: no [[inbound.guard.routes]]"),
+            (
+                "[inbound.guard]\n",
+                "inbound.guard.routes: no [[inbound.guard.routes]]",
+            ),
             ("[inbound.guard]\nstore = \"disk\"\n", "k.toml:7:9"),
             ("[inbound.guard]\nttl = \"soon\"\n", "k.toml:7:7"),
-            ("[inbound.guard]\n[[inbound.guard.routes]]\nidempotency = true\nrequire = true\n", "unknown field `require`"),
+            (
+                "[inbound.guard]\n[[inbound.guard.routes]]\nidempotency = true\nrequire = true\n",
+                "unknown field `require`",
+            ),
         ];
         for (src, want) in table {
             let err = check(src).unwrap_err();

@@ -18,6 +18,7 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::oneshot;
 
 /// `raw` encoded so that byte order is version order.
@@ -48,6 +49,8 @@ struct KeyQueue {
 pub struct Queues {
     shards: Box<[Mutex<HashMap<String, KeyQueue>>]>,
     hasher: foldhash::fast::RandomState,
+    /// Deliveries waiting for their key's turn (`kawal_guard_waiting`).
+    pub waiting: Gauge,
 }
 
 /// The queue for the key is full: 503.
@@ -59,6 +62,7 @@ impl Default for Queues {
         Queues {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: Default::default(),
+            waiting: Gauge::default(),
         }
     }
 }
@@ -85,6 +89,7 @@ impl Queues {
                     }
                     let (tx, rx) = oneshot::channel();
                     q.waiting.push_back(tx);
+                    self.waiting.inc();
                     Some(rx)
                 }
             }
@@ -98,6 +103,7 @@ impl Queues {
         // (the client left) after the turn was handed over, pass it on.
         let mut waiting = Waiting { rx, turn: Some(turn) };
         let _ = (&mut waiting.rx).await;
+        self.waiting.dec();
         Ok((waiting.turn.take().expect("taken once"), true))
     }
 
@@ -142,6 +148,7 @@ struct Waiting {
 impl Drop for Waiting {
     fn drop(&mut self) {
         let Some(turn) = self.turn.take() else { return };
+        turn.queues.waiting.dec();
         self.rx.close();
         if self.rx.try_recv().is_err() {
             // Never handed over: nothing to pass on.

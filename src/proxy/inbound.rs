@@ -6,11 +6,13 @@
 //! 3. authorize: allow rules on the verified peer identity × method × path
 //!    (403), then the bearer JWT (401 with WWW-Authenticate)
 //! 4. limit: local rate limits per route (429 with Retry-After): `ratelimit`
-//! 5. rewrite: strip hop-by-hop and spoofed identity headers, hand the app
+//! 5. guard: Idempotency-Key replay, CloudEvents dedup, per-key ordering,
+//!    stale versions (409/422/503, or a replay): `guard`
+//! 6. rewrite: strip hop-by-hop and spoofed identity headers, hand the app
 //!    the verified peer identity (mTLS) and user (JWT `sub`), set
 //!    X-Forwarded-*, inject kawal's traceparent
-//! 6. forward to the app (pooled connection, deadline)
-//! 7. respond: the app's response streamed back, or kawal's own answer; the
+//! 7. forward to the app (pooled connection, deadline)
+//! 8. respond: the app's response streamed back, or kawal's own answer; the
 //!    features' end phase and the access line run when the body ends
 
 use std::convert::Infallible;
@@ -28,6 +30,7 @@ use super::upstream::Upstream;
 use super::{check_head, guard_request_body, prepare_forward, Direction, Exchange, Reply, Shared};
 use crate::auth::{Decision, JwtError, JwtVerifier, Policy};
 use crate::error::ProxyError;
+use crate::guard::{Guard, Step};
 use crate::headers::{self, X_FORWARDED_PROTO, X_KAWAL_PEER_IDENTITY, X_KAWAL_USER};
 use crate::metrics::RouteMetrics;
 use crate::ratelimit::{Caller, RateLimits};
@@ -48,6 +51,8 @@ pub struct Inbound {
     pub jwt: Option<Arc<JwtVerifier>>,
     /// Local rate limits per route.
     pub rate_limits: Arc<RateLimits>,
+    /// Idempotency and ordering guard, when configured.
+    pub guard: Option<Guard>,
     /// Metrics handles for requests to the app.
     pub metrics: RouteMetrics,
 }
@@ -83,7 +88,20 @@ impl Inbound {
                 user: ex.user_id.as_ref(),
             };
             self.rate_limits.check(&parts, target.path(), caller)?;
-            // 5. rewrite
+            // 5. guard: after authorization, so a caller who may not call
+            //    never touches stored state; reads the body on its routes only
+            let mut body = guard_request_body(body, &self.shared.limits, ex.bytes_in.clone());
+            if let Some(guard) = &self.guard {
+                match guard
+                    .on_request(&parts, &target, &mut body, &mut ex.guard)
+                    .await?
+                {
+                    Step::Answer(res) => return Ok(Reply::from(res)),
+                    Step::Forward(Some(phases)) => ex.watch(phases),
+                    Step::Forward(None) => {}
+                }
+            }
+            // 6. rewrite
             ex.upgrade = prepare_forward(&mut parts, target, authority.as_ref());
             self.shared
                 .propagator
@@ -100,10 +118,9 @@ impl Inbound {
             parts
                 .headers
                 .insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-            // 6. forward
+            // 7. forward
             ex.upstream = Some(self.app.name.clone());
             ex.attempts.count = 1;
-            let body = guard_request_body(body, &self.shared.limits, ex.bytes_in.clone());
             let req = Request::from_parts(parts, body);
             let res = self
                 .app
@@ -113,7 +130,7 @@ impl Inbound {
         }
         .await;
 
-        // 7. respond
+        // 8. respond
         Ok(ex.respond(result, conn, &self.shared, self.metrics.clone()))
     }
 
