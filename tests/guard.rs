@@ -318,7 +318,7 @@ async fn versions_1_3_2_reject_2_as_stale() {
 
 /// Waits (bounded) until `series` on /metrics equals `want`.
 async fn wait_metric(proxy: &Proxy, series: &str, want: f64) {
-    for _ in 0..500 {
+    for _ in 0..2000 {
         if proxy.metric(series).await == want {
             return;
         }
@@ -330,7 +330,9 @@ async fn wait_metric(proxy: &Proxy, series: &str, want: f64) {
 #[tokio::test]
 async fn deliveries_of_one_key_reach_the_app_one_at_a_time_in_arrival_order() {
     let app = App::start().await;
-    let proxy = Proxy::start(&memory_config(app.up.addr)).await;
+    // The first five wait at the app for the whole setup: a long deadline.
+    let cfg = memory_config(app.up.addr).replace("timeout = \"2s\"", "timeout = \"60s\"");
+    let proxy = Proxy::start(&cfg).await;
     let addr = proxy.inbound();
     app.gate.send_replace(false);
     let mut sent = Vec::new();
@@ -415,4 +417,158 @@ async fn a_full_key_queue_answers_503_with_retry_after() {
         .await
         .unwrap()
         .contains("kawal_guard_total{outcome=\"rejected\"} 1"));
+}
+
+/// A repeat sent right after its original finished may find its claim
+/// still settling in Redis (409, "try later" per the draft): retried, bounded.
+async fn post_settled(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, bool, String, String) {
+    for _ in 0..50 {
+        let r = post(addr, path, headers, body).await;
+        if r.0 != 409 || r.1 != "duplicate_event" {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("still in flight after 1s");
+}
+
+#[tokio::test]
+async fn two_kawals_sharing_redis_dedup_across_each_other() {
+    let redis = RedisServer::start().await;
+    let app = App::start().await;
+    let a = Proxy::start(&redis_config(app.up.addr, &redis, "")).await;
+    let b = Proxy::start(&redis_config(app.up.addr, &redis, "")).await;
+    let key = [("idempotency-key", "shared-1")];
+    let (status, _, replayed, body, _) = post(a.inbound(), "/orders/1", &key, "x").await;
+    assert_eq!((status, replayed, body.as_str()), (201, false, "order:1"));
+    let (status, _, replayed, body, _) = post_settled(b.inbound(), "/orders/1", &key, "x").await;
+    assert_eq!((status, replayed, body.as_str()), (201, true, "order:1"));
+    let (status, kind, ..) = post(b.inbound(), "/orders/1", &key, "y").await;
+    assert_eq!((status, kind.as_str()), (422, "idempotency_key_mismatch"));
+
+    let event = [("ce-id", "r-1"), ("ce-source", "/s")];
+    assert_eq!(post(b.inbound(), "/events", &event, "").await.0, 200);
+    assert_eq!(post_settled(a.inbound(), "/events", &event, "").await.0, 200);
+    assert_eq!(app.up.hits(), 2);
+    let lines = a.wait_log_lines(2).await;
+    assert_eq!(lines[1]["guard"], "duplicate");
+}
+
+#[tokio::test]
+async fn concurrent_claims_across_two_kawals_reach_the_app_once() {
+    let redis = RedisServer::start().await;
+    let app = App::start().await;
+    let a = Proxy::start(&redis_config(app.up.addr, &redis, "")).await;
+    let b = Proxy::start(&redis_config(app.up.addr, &redis, "")).await;
+    let key = [("idempotency-key", "race-1")];
+    let sends: Vec<_> = (0..40)
+        .map(|i| {
+            let addr = if i % 2 == 0 { a.inbound() } else { b.inbound() };
+            tokio::spawn(async move { post(addr, "/orders/7", &key, "x").await })
+        })
+        .collect();
+    for s in sends {
+        let (status, kind, _, body, _) = s.await.unwrap();
+        assert!(
+            (status, body.as_str()) == (201, "order:1")
+                || (status, kind.as_str()) == (409, "duplicate_event"),
+            "{status} {kind} {body}"
+        );
+    }
+    assert_eq!(app.up.hits(), 1);
+
+    // One at a time per key across both replicas (a Redis lease per key).
+    let sends: Vec<_> = (0..20)
+        .map(|i| {
+            let addr = if i % 2 == 0 { a.inbound() } else { b.inbound() };
+            tokio::spawn(async move { post(addr, "/tight", &[("ce-partitionkey", "k")], "").await.0 })
+        })
+        .collect();
+    let mut ok = 0;
+    for s in sends {
+        // max_queue = 1 per replica: some are refused, none overlap.
+        let status = s.await.unwrap();
+        assert!(status == 200 || status == 503, "{status}");
+        ok += usize::from(status == 200);
+    }
+    assert!(ok >= 2);
+    assert_eq!(
+        app.seen.overlaps.load(Ordering::SeqCst),
+        0,
+        "two replicas ran one key at once"
+    );
+}
+
+#[tokio::test]
+async fn dedup_survives_restarting_a_kawal() {
+    let redis = RedisServer::start().await;
+    let app = App::start().await;
+    let first = Proxy::start(&redis_config(app.up.addr, &redis, "")).await;
+    let key = [("idempotency-key", "restart-1")];
+    let event = [("content-type", "application/cloudevents+json")];
+    let ce = r#"{"specversion":"1.0","id":"x-1","source":"/s","type":"t"}"#;
+    assert_eq!(post(first.inbound(), "/orders/1", &key, "x").await.0, 201);
+    assert_eq!(post(first.inbound(), "/events", &event, ce).await.0, 200);
+    first.wait_log_lines(2).await;
+    first.shutdown().await;
+    let second = Proxy::start(&redis_config(app.up.addr, &redis, "")).await;
+    let (status, _, replayed, body, _) = post_settled(second.inbound(), "/orders/1", &key, "x").await;
+    assert_eq!((status, replayed, body.as_str()), (201, true, "order:1"));
+    assert_eq!(post_settled(second.inbound(), "/events", &event, ce).await.0, 200);
+    assert_eq!(app.up.hits(), 2);
+}
+
+#[tokio::test]
+async fn with_redis_stopped_the_guard_fails_closed_or_open_as_configured() {
+    let mut redis = RedisServer::start().await;
+    let app = App::start().await;
+    let closed = Proxy::start(&redis_config(app.up.addr, &redis, "")).await;
+    let open = Proxy::start(&redis_config(app.up.addr, &redis, "fail_open = true")).await;
+    assert_eq!(
+        post(
+            closed.inbound(),
+            "/events",
+            &[("ce-id", "1"), ("ce-source", "/s")],
+            ""
+        )
+        .await
+        .0,
+        200
+    );
+    redis.stop();
+    for (i, path) in ["/orders/1", "/events", "/ordered"].iter().enumerate() {
+        let id = i.to_string();
+        let h = [
+            ("idempotency-key", "down-1"),
+            ("ce-id", id.as_str()),
+            ("ce-source", "/s"),
+            ("ce-partitionkey", "k"),
+            ("ce-sequence", "5"),
+        ];
+        let (status, kind, _, _, retry_after) = post(closed.inbound(), path, &h, "").await;
+        assert_eq!(
+            (status, kind.as_str(), retry_after.as_str()),
+            (503, "guard_unavailable", "1"),
+            "{path}"
+        );
+    }
+    assert_eq!(app.up.hits(), 1, "nothing reached the app");
+    // Unguarded routes do not need the store.
+    assert_eq!(post(closed.inbound(), "/other", &[], "").await.0, 200);
+    let (status, ..) = post(
+        open.inbound(),
+        "/events",
+        &[("ce-id", "9"), ("ce-source", "/s")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(app.up.hits(), 3);
+    let lines = open.wait_log_lines(1).await;
+    assert_eq!(lines[0]["guard"], "unguarded");
 }

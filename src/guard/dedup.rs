@@ -40,10 +40,7 @@ pub fn event(headers: &HeaderMap, body: &[u8]) -> Result<Option<Event>, String> 
         let attrs: Map<String, Value> = serde_json::from_slice(body)
             .map_err(|e| format!("structured CloudEvent is not a JSON object: {e}"))?;
         for name in ["id", "source"] {
-            if !attrs
-                .get(name)
-                .is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty()))
-            {
+            if attrs.get(name).and_then(Value::as_str).is_none_or(str::is_empty) {
                 return Err(format!("structured CloudEvent has no {name}"));
             }
         }
@@ -100,19 +97,20 @@ mod tests {
 
     #[test]
     fn finds_the_event_in_either_mode() {
-        let structured = "application/cloudevents+json; charset=utf-8";
-        let table: &[(&[(&str, &str)], &str, Result<Option<&str>, ()>)] = &[
+        const STRUCTURED: &str = "application/cloudevents+json; charset=utf-8";
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, Result<Option<&'a str>, ()>);
+        let table: &[Case<'static>] = &[
             (&[], "", Ok(None)),
             (&[("ce-id", "1"), ("ce-source", "/s")], "", Ok(Some("ce:2:/s1"))),
             (&[("ce-id", "1")], "", Err(())),
             (&[("ce-id", ""), ("ce-source", "/s")], "", Err(())),
             (
-                &[("content-type", structured)],
+                &[("content-type", STRUCTURED)],
                 r#"{"id":"7","source":"/src"}"#,
                 Ok(Some("ce:4:/src7")),
             ),
-            (&[("content-type", structured)], r#"{"id":"7"}"#, Err(())),
-            (&[("content-type", structured)], "not json", Err(())),
+            (&[("content-type", STRUCTURED)], r#"{"id":"7"}"#, Err(())),
+            (&[("content-type", STRUCTURED)], "not json", Err(())),
             (
                 &[("content-type", "application/json")],
                 r#"{"id":"7","source":"/s"}"#,

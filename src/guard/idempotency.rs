@@ -169,7 +169,8 @@ mod tests {
 
     #[test]
     fn key_header_rules() {
-        let table: &[(&[&str], Result<Option<&str>, ()>)] = &[
+        type Case<'a> = (&'a [&'a str], Result<Option<&'a str>, ()>);
+        let table: &[Case<'_>] = &[
             (&[], Ok(None)),
             (&["\"8e03978e-40d5\""], Ok(Some("8e03978e-40d5"))),
             (&["abc-123"], Ok(Some("abc-123"))),

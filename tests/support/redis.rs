@@ -18,19 +18,28 @@ impl RedisServer {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        let spawned = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
+            .spawn();
+        let server = RedisServer {
+            port,
+            child: Some(spawned.unwrap_or_else(|e| {
                 panic!("redis-server is required by this test and could not be run ({e}): apt-get install -y redis-server")
-            });
+            })),
+        };
         for _ in 0..250 {
             if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return RedisServer {
-                    port,
-                    child: Some(child),
-                };
+                return server;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
