@@ -71,6 +71,11 @@ impl Hold {
         }
     }
 
+    /// Holds nothing: the request is not guarded after all (no key, no event).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.turn.is_none() && self.lease.is_none() && self.claim.is_none() && self.version.is_none()
+    }
+
     fn owner(&self, tag: u8) -> [u8; 9] {
         let mut owner = [tag; 9];
         owner[1..].copy_from_slice(&self.token.to_be_bytes());
@@ -176,7 +181,7 @@ impl Hold {
 
     /// Settles everything still held; runs once.
     fn finish(&mut self, how: BodyEnd) {
-        if std::mem::replace(&mut self.done, true) {
+        if std::mem::replace(&mut self.done, true) || self.is_empty() {
             return;
         }
         self.renewal = None;

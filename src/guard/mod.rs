@@ -333,6 +333,10 @@ impl Guard {
             }
             hold.version = Some((vkey, version));
         }
+        if hold.is_empty() {
+            // Nothing to guard on this request (no key, no event id).
+            return Ok(Step::Forward(None));
+        }
         self.count(if queued { "queued" } else { "new" }, outcome);
         hold.start_renewal();
         Ok(Step::Forward(Some(Box::new(hold))))
