@@ -292,7 +292,7 @@ mod tests {
             ("[inbound.guard]\nttl = \"soon\"\n", "k.toml:7:7"),
             (
                 "[inbound.guard]\n[[inbound.guard.routes]]\nidempotency = true\nrequire = true\n",
-                "unknown field `require`",
+                "routes.0.require: unknown key \"require\"",
             ),
         ];
         for (src, want) in table {
