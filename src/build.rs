@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::cache::{self, Cache};
 use crate::config::{self, Config};
+use crate::guard::Guard;
 use crate::metrics::Metrics;
 use crate::proxy::inbound::Inbound;
 use crate::proxy::outbound::{Destination, Outbound};
@@ -67,6 +68,7 @@ pub(crate) async fn build(
     metrics: &Metrics,
     cache_metrics: &cache::metrics::Families,
     rate_limits: Option<Arc<RateLimits>>,
+    guard: Option<Arc<Guard>>,
     prev: Option<Previous<'_>>,
 ) -> Result<Built, StartError> {
     let mut built = Built::default();
@@ -89,6 +91,7 @@ pub(crate) async fn build(
                 .map(|c| Cache::new("inbound", c, cache_metrics)),
         };
         built.caches.extend(inbound.cache.clone());
+        inbound.guard = guard;
         built.inbound = Some(Arc::new(inbound));
     }
     if let Some(ocfg) = &cfg.outbound {
@@ -144,6 +147,7 @@ async fn build_inbound(
     };
     Ok(Inbound {
         cache: None,
+        guard: None,
         shared: shared.clone(),
         timeout: icfg.timeout.0,
         policy: auth::Policy::new(icfg.allow.clone()).map_err(StartError::Auth)?,

@@ -105,6 +105,36 @@ pub enum ProxyError {
     /// `Cache-Control: only-if-cached` and nothing usable is stored.
     #[error("only-if-cached: no stored response fits the request")]
     NotCached,
+    /// A delivery the guard cannot take as it is: a bad or missing
+    /// Idempotency-Key (`bad_idempotency_key`), a broken CloudEvent (`bad_event`).
+    #[error("{1}")]
+    BadDelivery(&'static str, String),
+    /// The same key or event is at the app right now.
+    #[error("a request with this key or event id is in flight")]
+    DuplicateInFlight,
+    /// The Idempotency-Key was used with another request (method, target, body).
+    #[error("the Idempotency-Key was used for a different request")]
+    KeyMismatch,
+    /// The delivery's version is not newer than the last one accepted for its key.
+    #[error("version {version} is not newer than the last accepted one for its key")]
+    OutOfOrder {
+        /// The delivery's version, as sent.
+        version: String,
+        /// The configured status (409 by default).
+        status: StatusCode,
+    },
+    /// Too many deliveries wait for one ordering key.
+    #[error("too many deliveries waiting for this ordering key")]
+    Overloaded {
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// The guard's store (Redis) cannot be reached and the guard fails closed.
+    #[error("the idempotency store is unavailable")]
+    GuardUnavailable {
+        /// When to try again.
+        retry_after: Duration,
+    },
     /// A bug or an unexpected state: never the client's fault.
     #[error("internal error: {0}")]
     Internal(String),
@@ -131,6 +161,12 @@ impl ProxyError {
             Self::CircuitOpen { .. } => "circuit_open",
             Self::RateLimited { .. } => "rate_limited",
             Self::NotCached => "not_cached",
+            Self::BadDelivery(kind, _) => kind,
+            Self::DuplicateInFlight => "duplicate_event",
+            Self::KeyMismatch => "idempotency_key_mismatch",
+            Self::OutOfOrder { .. } => "out_of_order",
+            Self::Overloaded { .. } => "overloaded",
+            Self::GuardUnavailable { .. } => "guard_unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -153,6 +189,11 @@ impl ProxyError {
             }
             Self::UpstreamTimeout { .. } | Self::NotCached => StatusCode::GATEWAY_TIMEOUT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::BadDelivery(..) => StatusCode::BAD_REQUEST,
+            Self::DuplicateInFlight => StatusCode::CONFLICT,
+            Self::KeyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::OutOfOrder { status, .. } => *status,
+            Self::Overloaded { .. } | Self::GuardUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -199,7 +240,9 @@ impl ProxyError {
             }
             Self::RateLimited {
                 retry_after: after, ..
-            } => {
+            }
+            | Self::Overloaded { retry_after: after }
+            | Self::GuardUnavailable { retry_after: after } => {
                 retry_after = Some(after.as_secs_f64().ceil().max(1.0) as u64);
             }
             _ => {}

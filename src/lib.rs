@@ -16,6 +16,7 @@ mod build;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod headers;
 pub mod host;
 pub mod log;
@@ -82,6 +83,9 @@ pub enum StartError {
     /// The JWKS or secret file is missing or unusable, or a policy rule is bad.
     #[error("{0}")]
     Auth(String),
+    /// The guard's store cannot be set up (a bad Redis URL).
+    #[error("inbound.guard: {0}")]
+    Guard(String),
     /// A certificate, key or CA file is missing or broken.
     #[error("{what}: {source}")]
     Tls {
@@ -158,9 +162,26 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         }
         None => None,
     };
+    // The guard keeps its store (and its Redis connection) for the process:
+    // built once, as it registers metrics; a change needs a restart.
+    let guard = match cfg.inbound.as_ref().and_then(|i| i.guard.as_ref()) {
+        Some(g) => Some(Arc::new(
+            guard::Guard::new(g, &cfg.service.name, metrics.registry_mut()).map_err(StartError::Guard)?,
+        )),
+        None => None,
+    };
     let reload_metrics = reload::ReloadMetrics::register(metrics.registry_mut());
     let cache_metrics = cache::metrics::Families::register(metrics.registry_mut());
-    let built = build::build(&cfg, &shared, &metrics, &cache_metrics, rate_limits.clone(), None).await?;
+    let built = build::build(
+        &cfg,
+        &shared,
+        &metrics,
+        &cache_metrics,
+        rate_limits.clone(),
+        guard.clone(),
+        None,
+    )
+    .await?;
     for task in built.background {
         abort_on_shutdown(&mut tasks, &shutdown_rx, task);
     }
@@ -239,6 +260,7 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         inbound,
         outbound,
         rate_limits,
+        guard,
         cache_metrics,
         clients: built.clients,
         inbound_cert,

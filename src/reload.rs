@@ -118,6 +118,8 @@ pub(crate) struct Live {
     pub outbound: Option<Arc<ArcSwap<Outbound>>>,
     /// Built once (they register metrics); a change needs a restart.
     pub rate_limits: Option<Arc<RateLimits>>,
+    /// Built once (its store, metrics and Redis connection); a change needs a restart.
+    pub guard: Option<Arc<crate::guard::Guard>>,
     /// The response caches' metric families (registered once).
     pub cache_metrics: crate::cache::metrics::Families,
     pub clients: Vec<(String, Arc<tls::ClientTls>)>,
@@ -276,6 +278,7 @@ impl Live {
             &self.admin.metrics,
             &self.cache_metrics,
             rate_limits,
+            self.guard.clone(),
             Some(prev),
         )
         .await
@@ -354,6 +357,7 @@ fn needs_restart(bound: &Config, new: &Config) -> Vec<&'static str> {
         check("inbound.listen", b.listen.0 != n.listen.0);
         check("inbound.tls", !same(&b.tls, &n.tls));
         check("inbound.rate_limits", !same(&b.rate_limits, &n.rate_limits));
+        check("inbound.guard", !same(&b.guard, &n.guard));
     }
     if let (Some(b), Some(n)) = (bo, no) {
         check("outbound.listen", b.listen.0 != n.listen.0);

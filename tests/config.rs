@@ -385,6 +385,33 @@ fn check_refuses_every_bad_value_naming_file_line_and_key() {
     for (case, text, needle, key, hint) in cases {
         refused(&dir, case, text, needle, key, hint);
     }
+    let guard = |body: &str| format!("{BASE}{INBOUND}[inbound.guard]\n[[inbound.guard.routes]]\n{body}\n");
+    let cases: &[(&str, String, &str, &str, &str)] = &[
+        (
+            "guard_version_without_order",
+            guard("version_from = \"ce-sequence\""),
+            "version_from",
+            "inbound.guard.routes.0.version_from",
+            "needs order_by",
+        ),
+        (
+            "guard_duplicate_status",
+            guard("cloudevents = true\nduplicate_status = 409"),
+            "duplicate_status",
+            "inbound.guard.routes.0.duplicate_status",
+            "2xx",
+        ),
+        (
+            "guard_store",
+            format!("{BASE}{INBOUND}[inbound.guard]\nstore = \"disk\"\n"),
+            "store",
+            "inbound.guard.store",
+            "memory",
+        ),
+    ];
+    for (case, text, needle, key, hint) in cases {
+        refused(&dir, case, text, needle, key, hint);
+    }
 }
 
 #[test]

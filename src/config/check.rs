@@ -197,6 +197,9 @@ fn inbound(inbound: &Inbound, c: &mut Checks) {
     if let Some(jwt) = &inbound.jwt {
         self::jwt(jwt, c);
     }
+    if let Some(guard) = &inbound.guard {
+        c.problems.extend(super::guard::validate(guard));
+    }
 }
 
 /// `[[inbound.rate_limits]]` number `i`.

@@ -28,6 +28,7 @@
 mod cache;
 mod check;
 mod files;
+pub mod guard;
 mod locate;
 mod report;
 mod units;
@@ -148,6 +149,9 @@ pub struct Inbound {
     /// `[inbound.cache]`: a response cache in front of the app.
     #[serde(default)]
     pub cache: Option<CacheConfig>,
+    /// Idempotency, event dedup and per-key ordering on some routes.
+    #[serde(default)]
+    pub guard: Option<guard::GuardConfig>,
 }
 
 /// `[[inbound.rate_limits]]`: a token bucket on a route, one per caller

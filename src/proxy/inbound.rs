@@ -6,12 +6,14 @@
 //! 3. authorize: allow rules on the verified peer identity × method × path
 //!    (403), then the bearer JWT (401 with WWW-Authenticate)
 //! 4. limit: local rate limits per route (429 with Retry-After): `ratelimit`
-//! 5. rewrite: strip hop-by-hop and spoofed identity headers, hand the app
+//! 5. guard: Idempotency-Key replay, CloudEvents dedup, per-key ordering,
+//!    stale versions (409/422/503, or a replay): `guard`
+//! 6. rewrite: strip hop-by-hop and spoofed identity headers, hand the app
 //!    the verified peer identity (mTLS) and user (JWT `sub`), set
 //!    X-Forwarded-*, inject kawal's traceparent
-//! 6. cache (`[inbound.cache]`): a fresh hit answers here; see `cache`
-//! 7. forward to the app (pooled connection, deadline)
-//! 8. respond: the app's response streamed back, or kawal's own answer; the
+//! 7. cache (`[inbound.cache]`): a fresh hit answers here; see `cache`
+//! 8. forward to the app (pooled connection, deadline)
+//! 9. respond: the app's response streamed back, or kawal's own answer; the
 //!    features' end phase and the access line run when the body ends
 
 use std::convert::Infallible;
@@ -28,8 +30,9 @@ use super::exchange::ClientBody;
 use super::upstream::Upstream;
 use super::{check_head, guard_request_body, prepare_forward, Direction, Exchange, Reply, Shared};
 use crate::auth::{Decision, JwtError, JwtVerifier, Policy};
-use crate::cache::{Cache, Step};
+use crate::cache::{self, Cache};
 use crate::error::ProxyError;
+use crate::guard::{self, Guard};
 use crate::headers::{self, X_FORWARDED_PROTO, X_KAWAL_PEER_IDENTITY, X_KAWAL_USER};
 use crate::metrics::RouteMetrics;
 use crate::ratelimit::{Caller, RateLimits};
@@ -50,6 +53,8 @@ pub struct Inbound {
     pub jwt: Option<Arc<JwtVerifier>>,
     /// Local rate limits per route.
     pub rate_limits: Arc<RateLimits>,
+    /// Idempotency and ordering guard, when configured.
+    pub guard: Option<Arc<Guard>>,
     /// Metrics handles for requests to the app.
     pub metrics: RouteMetrics,
     /// The response cache in front of the app, when configured.
@@ -87,7 +92,20 @@ impl Inbound {
                 user: ex.user_id.as_ref(),
             };
             self.rate_limits.check(&parts, target.path(), caller)?;
-            // 5. rewrite
+            // 5. guard: after authorization, so a caller who may not call
+            //    never touches stored state; reads the body on its routes only
+            let mut body = guard_request_body(body, &self.shared.limits, ex.bytes_in.clone());
+            if let Some(guard) = &self.guard {
+                match guard
+                    .on_request(&parts, &target, &mut body, &mut ex.guard)
+                    .await?
+                {
+                    guard::Step::Answer(res) => return Ok(Reply::from(res)),
+                    guard::Step::Forward(Some(phases)) => ex.watch(phases),
+                    guard::Step::Forward(None) => {}
+                }
+            }
+            // 6. rewrite
             ex.upgrade = prepare_forward(&mut parts, target, authority.as_ref());
             self.shared
                 .propagator
@@ -104,8 +122,8 @@ impl Inbound {
             parts
                 .headers
                 .insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-            // 6. cache: after authorization (a caller who may not call never
-            //    reads stored answers), in front of the app
+            // 7. cache: after authorization (a caller who may not call never
+            //    reads stored answers) and the guard, in front of the app
             let pending = match &self.cache {
                 Some(cache) => {
                     let host = authority
@@ -114,16 +132,15 @@ impl Inbound {
                         .unwrap_or_default();
                     let refresh = |req| self.refresh(req, cache.max_object());
                     match cache.on_request(&mut parts, host, &mut ex, refresh).await? {
-                        Step::Answer(res) => return Ok(Reply::Own(res)),
-                        Step::Forward(pending) => Some((cache, pending)),
+                        cache::Step::Answer(res) => return Ok(Reply::Own(res)),
+                        cache::Step::Forward(pending) => Some((cache, pending)),
                     }
                 }
                 None => None,
             };
-            // 7. forward
+            // 8. forward
             ex.upstream = Some(self.app.name.clone());
             ex.attempts.count = 1;
-            let body = guard_request_body(body, &self.shared.limits, ex.bytes_in.clone());
             let req = Request::from_parts(parts, body);
             let res = self.app.send(req, self.timeout, &mut ex.attempts.endpoint).await;
             match pending {
@@ -133,7 +150,7 @@ impl Inbound {
         }
         .await;
 
-        // 8. respond
+        // 9. respond
         Ok(ex.respond(result, conn, &self.shared, self.metrics.clone()))
     }
 

@@ -5,6 +5,7 @@
 pub mod openmetrics;
 pub mod otlp;
 pub mod pki;
+pub mod redis;
 pub mod websocket;
 
 use std::convert::Infallible;
