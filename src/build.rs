@@ -154,6 +154,7 @@ async fn build_inbound(
             None => metrics.route("inbound", "app"),
         },
         app,
+        underscores: icfg.headers_with_underscores,
     })
 }
 

@@ -343,13 +343,71 @@ pub fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &HeaderValue) {
     headers.insert(X_FORWARDED_FOR, value);
 }
 
-/// Removes the identity headers only kawal may set, so no caller can forge them.
-pub fn strip_kawal_identity(headers: &mut HeaderMap) {
-    for name in [X_KAWAL_PEER_IDENTITY, X_KAWAL_USER] {
-        if has(headers, &name) {
-            headers.remove(name);
+/// What to do with a request header whose name has an underscore
+/// (`[inbound] headers_with_underscores`, after Envoy's option of that name).
+/// CGI, WSGI, Rack and PHP map `_` and `-` to one variable (`HTTP_X_USER`),
+/// so `x_user` can pose as `x-user` set by a trusted hop.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnderscoreAction {
+    /// Forward them.
+    Allow,
+    /// Remove them before forwarding (nginx's default).
+    #[default]
+    Drop,
+    /// Refuse the request with 400.
+    Reject,
+}
+
+/// A request header had an underscore in its name under
+/// [`UnderscoreAction::Reject`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnderscoreHeader;
+
+impl fmt::Display for UnderscoreHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("header names with underscores are not accepted")
+    }
+}
+
+impl std::error::Error for UnderscoreHeader {}
+
+/// Removes the identity headers only kawal may set, so no caller can forge
+/// them: in any spelling that reads as theirs once `_` is read as `-`
+/// (`x_kawal_user` is `HTTP_X_KAWAL_USER` to a WSGI app, as `x-kawal-user`
+/// is), whatever `underscores` says. Other names with an underscore are
+/// kept, dropped or refused as `underscores` says.
+pub fn strip_kawal_identity(
+    headers: &mut HeaderMap,
+    underscores: UnderscoreAction,
+) -> Result<(), UnderscoreHeader> {
+    const OWN: [HeaderName; 2] = [X_KAWAL_PEER_IDENTITY, X_KAWAL_USER];
+    // One pass over the names; a removal (rare) allocates.
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        let underscore = name.as_str().contains('_');
+        if underscore && underscores == UnderscoreAction::Reject {
+            return Err(UnderscoreHeader);
+        }
+        let drop = if underscore {
+            underscores == UnderscoreAction::Drop || OWN.iter().any(|own| same_as_dashed(name, own))
+        } else {
+            OWN.contains(name)
+        };
+        if drop {
+            doomed.push(name.clone());
         }
     }
+    for name in doomed {
+        headers.remove(name);
+    }
+    Ok(())
+}
+
+/// Whether `name` equals `own` once every `_` in it is read as `-`.
+fn same_as_dashed(name: &HeaderName, own: &HeaderName) -> bool {
+    let (a, b) = (name.as_str().as_bytes(), own.as_str().as_bytes());
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y || (*x == b'_' && *y == b'-'))
 }
 
 #[cfg(test)]
@@ -670,8 +728,37 @@ mod tests {
             ("X-Kawal-User", "admin"),
             ("x-other", "kept"),
         ]);
-        strip_kawal_identity(&mut h);
+        strip_kawal_identity(&mut h, UnderscoreAction::Allow).unwrap();
         assert_eq!(names(&h), ["x-other"]);
+    }
+
+    #[test]
+    fn identity_in_underscore_spelling_is_always_removed() {
+        use UnderscoreAction::*;
+        let sent = [
+            ("x_kawal_user", "admin"),
+            ("x-kawal_peer-identity", "spiffe://evil"),
+            ("x_other", "v"),
+            ("x-kawal-user-x", "kept"),
+            ("x_kawal_userx", "v"),
+        ];
+        let cases: [(UnderscoreAction, &[&str]); 2] = [
+            (Allow, &["x_other", "x-kawal-user-x", "x_kawal_userx"]),
+            (Drop, &["x-kawal-user-x"]),
+        ];
+        for (action, kept) in cases {
+            let mut h = map(&sent);
+            strip_kawal_identity(&mut h, action).unwrap();
+            let mut got = names(&h);
+            got.sort_unstable();
+            let mut want = kept.to_vec();
+            want.sort_unstable();
+            assert_eq!(got, want, "{action:?}");
+        }
+        let mut h = map(&sent);
+        assert_eq!(strip_kawal_identity(&mut h, Reject), Err(UnderscoreHeader));
+        let mut clean = map(&[("x-a", "1")]);
+        assert_eq!(strip_kawal_identity(&mut clean, Reject), Ok(()));
     }
 
     #[test]

@@ -148,6 +148,11 @@ pub struct Inbound {
     /// `[inbound.cache]`: a response cache in front of the app.
     #[serde(default)]
     pub cache: Option<CacheConfig>,
+    /// Request headers with `_` in their name: `allow`, `drop` (default) or
+    /// `reject` (400). kawal's own identity headers in that spelling are
+    /// always removed.
+    #[serde(default)]
+    pub headers_with_underscores: crate::headers::UnderscoreAction,
 }
 
 /// `[[inbound.rate_limits]]`: a token bucket on a route, one per caller

@@ -1,0 +1,155 @@
+//! Findings of the adversarial trial (issue 19), one test each, on real
+//! sockets: every variant here differs from the example in the report.
+
+mod support;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rcgen::KeyPair;
+use serde_json::json;
+use support::pki::Pki;
+use support::*;
+
+fn status_of(raw: &str) -> u16 {
+    raw.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {raw:?}"))
+}
+
+/// The JSON body of a raw HTTP/1.1 response.
+fn body_of(raw: &str) -> serde_json::Value {
+    let body = raw.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {raw}"))
+}
+
+/// An inbound kawal with optional JWTs and one claim route on
+/// `GET /orders/reports/*`, and a key to sign tokens with.
+async fn claim_route_setup(tag: &str) -> (Pki, KeyPair, Upstream, Proxy) {
+    let pki = Pki::new(tag);
+    let key = KeyPair::generate().unwrap();
+    let raw = key.public_key_raw();
+    let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
+        "x": URL_SAFE_NO_PAD.encode(&raw[1..33]), "y": URL_SAFE_NO_PAD.encode(&raw[33..65])}]});
+    std::fs::write(pki.path("jwks.json"), jwks.to_string()).unwrap();
+    let app = Upstream::echo().await;
+    let extra = format!(
+        r#"
+[inbound.jwt]
+issuer = "auth-service"
+audiences = ["order-service"]
+jwks_file = "{}"
+algorithms = ["ES256"]
+required = false
+
+[[inbound.jwt.routes]]
+methods = ["GET"]
+paths = ["/orders/reports/*"]
+require_claims = {{ role = "auditor" }}
+"#,
+        pki.path("jwks.json")
+    );
+    let proxy = Proxy::start(&inbound_config(app.addr, &extra)).await;
+    (pki, key, app, proxy)
+}
+
+fn auditor_token(key: &KeyPair) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some("k1".into());
+    let claims = json!({"sub": "u1", "iss": "auth-service", "aud": "order-service",
+        "iat": now - 10, "exp": now + 300, "role": "auditor"});
+    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_der(&key.serialize_der())).unwrap()
+}
+
+#[tokio::test]
+async fn claim_routes_hold_for_every_spelling_of_their_path_and_method() {
+    let (_pki, key, app, proxy) = claim_route_setup("claims").await;
+    let addr = proxy.inbound();
+    // Without a token: another escaped letter, an escaped dash-free mix,
+    // HEAD, and mixed-case methods never reach the app.
+    let refused = [
+        ("GET /orders/rep%6Frts/q2 HTTP/1.1", 401),
+        ("GET /orders/%72%65%70%6f%72%74%73/ HTTP/1.1", 401),
+        ("GET /orders/./x/../reports/q3 HTTP/1.1", 401),
+        ("HEAD /orders/reports/q4 HTTP/1.1", 401),
+        ("HEAD /orders/r%65ports/q4 HTTP/1.1", 401),
+        ("Get /orders/reports/q5 HTTP/1.1", 400),
+        ("gEt /orders/other HTTP/1.1", 400),
+        ("head /orders/reports/q6 HTTP/1.1", 400),
+    ];
+    for (line, want) in refused {
+        let raw = raw_exchange(
+            addr,
+            format!("{line}\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert_eq!(status_of(&raw), want, "{line} → {raw}");
+    }
+    assert_eq!(app.hits(), 0, "a request slipped past the claim route");
+
+    // Outside the route no token is needed; inside it, a good token passes
+    // and the app sees the one canonical path.
+    let raw = raw_exchange(
+        addr,
+        b"GET /orders/other HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&raw), 200, "{raw}");
+    let token = auditor_token(&key);
+    let req = format!(
+        "GET /orders/rep%6Frts/caf%c3%a9?x=%6F HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    let raw = raw_exchange(addr, req.as_bytes()).await;
+    assert_eq!(status_of(&raw), 200, "{raw}");
+    // The query is not the path's business: left as sent.
+    assert_eq!(body_of(&raw)["uri"], "/orders/reports/caf%C3%A9?x=%6F");
+    assert_eq!(app.hits(), 2);
+    let lines = proxy.wait_log_lines(10).await;
+    assert_eq!(lines[9]["path"], "/orders/reports/caf%C3%A9");
+}
+
+#[tokio::test]
+async fn identity_headers_in_underscore_spelling_never_reach_the_app() {
+    let forged = "GET /a HTTP/1.1\r\nHost: a\r\nx_kawal_peer_identity: spiffe://evil/sa/ops\r\n\
+                  X-Kawal_User: root\r\nx_tenant: acme\r\nx-plain: kept\r\nConnection: close\r\n\r\n";
+    // Default (drop): every underscore header goes.
+    let (app, proxy) = {
+        let app = Upstream::echo().await;
+        let proxy = Proxy::start(&inbound_config(app.addr, "")).await;
+        (app, proxy)
+    };
+    let raw = raw_exchange(proxy.inbound(), forged.as_bytes()).await;
+    assert_eq!(status_of(&raw), 200, "{raw}");
+    let headers = &body_of(&raw)["headers"];
+    for gone in [
+        "x_kawal_peer_identity",
+        "x-kawal_user",
+        "x_tenant",
+        "x-kawal-user",
+        "x-kawal-peer-identity",
+    ] {
+        assert!(headers.get(gone).is_none(), "{gone} reached the app: {headers}");
+    }
+    assert_eq!(headers["x-plain"], "kept");
+    drop((app, proxy));
+
+    // allow: other underscore headers pass, kawal's own names never.
+    let app = Upstream::echo().await;
+    let proxy = Proxy::start(&inbound_config(app.addr, "headers_with_underscores = \"allow\"")).await;
+    let raw = raw_exchange(proxy.inbound(), forged.as_bytes()).await;
+    let headers = &body_of(&raw)["headers"];
+    assert_eq!(headers["x_tenant"], "acme");
+    assert!(headers.get("x_kawal_peer_identity").is_none(), "{headers}");
+    assert!(headers.get("x-kawal_user").is_none(), "{headers}");
+
+    // reject: 400, and nothing reaches the app.
+    let app = Upstream::echo().await;
+    let proxy = Proxy::start(&inbound_config(app.addr, "headers_with_underscores = \"reject\"")).await;
+    let raw = raw_exchange(proxy.inbound(), forged.as_bytes()).await;
+    assert_eq!(status_of(&raw), 400, "{raw}");
+    assert_eq!(app.hits(), 0);
+}
