@@ -125,12 +125,45 @@ pub fn first<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a Header
 /// header named in a `Connection` value. Names in `Connection` that are not
 /// valid header names are ignored.
 ///
+/// Every forwarded head passes here, so the body framing is made
+/// unambiguous here too: a Content-Length beside a Transfer-Encoding is
+/// stale (the body was read as chunked, RFC 9112 §6.3) and is removed, and a
+/// Content-Length is forwarded in its canonical decimal form (`010` → `10`,
+/// `5, 5` → `5`), the length kawal read the body by.
+///
 /// The caller must add its own headers (Host, traceparent, identity) after
 /// this, since a client may name any header in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass of cheap comparisons first: most messages carry none of these,
     // and each `remove` would hash its name.
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    let (mut hop, mut length) = (false, Field::default());
+    for (name, value) in headers.iter() {
+        if name == CONTENT_LENGTH {
+            length.see(value);
+        } else if HOP_BY_HOP.contains(name) {
+            hop = true;
+        }
+    }
+    let canonical = match length.first {
+        Some(first) if length.repeated || !is_canonical_length(first.as_bytes()) => {
+            Some(canonical_length(headers))
+        }
+        _ => None,
+    };
+    if !hop && canonical.is_none() {
+        return;
+    }
+    if hop && has(headers, &TRANSFER_ENCODING) {
+        headers.remove(CONTENT_LENGTH);
+    } else if let Some(canonical) = canonical {
+        match canonical {
+            Some(len) => headers.insert(CONTENT_LENGTH, HeaderValue::from(len)),
+            // Lengths that disagree (only a peer's own parser let them
+            // through): none is trustworthy, the body is framed anew.
+            None => headers.remove(CONTENT_LENGTH),
+        };
+    }
+    if !hop {
         return;
     }
     // Collect first: the map cannot be changed while `Connection` is borrowed.
@@ -140,6 +173,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named.iter().chain(&HOP_BY_HOP) {
         headers.remove(name);
     }
+}
+
+/// Plain digits without a leading zero (`0` itself is canonical).
+fn is_canonical_length(value: &[u8]) -> bool {
+    matches!(value, [b'0'] | [b'1'..=b'9', ..]) && value.iter().all(u8::is_ascii_digit)
+}
+
+/// The one length all Content-Length values and list elements state, or
+/// `None` when they disagree or one does not parse.
+fn canonical_length(headers: &HeaderMap) -> Option<u64> {
+    let mut lengths = list_tokens(headers, CONTENT_LENGTH).map(|t| {
+        std::str::from_utf8(t)
+            .ok()
+            .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|t| t.parse::<u64>().ok())
+    });
+    let first = lengths.next()??;
+    lengths.all(|l| l == Some(first)).then_some(first)
 }
 
 /// Headers that describe one connection, never the message (RFC 9110 §7.6.1).
@@ -730,6 +781,29 @@ mod tests {
         ]);
         strip_kawal_identity(&mut h, UnderscoreAction::Allow).unwrap();
         assert_eq!(names(&h), ["x-other"]);
+    }
+
+    #[test]
+    fn framing_is_made_canonical_for_the_next_hop() {
+        let cases: [(&[(&str, &str)], Option<&str>); 8] = [
+            (&[("content-length", "10")], Some("10")),
+            (&[("content-length", "010")], Some("10")),
+            (&[("content-length", "0")], Some("0")),
+            (&[("content-length", "000")], Some("0")),
+            (&[("content-length", "7, 7")], Some("7")),
+            (&[("content-length", "7"), ("content-length", "07")], Some("7")),
+            (&[("content-length", "7, 8")], None),
+            // Transfer-Encoding wins; the stale length goes with it.
+            (&[("content-length", "2"), ("transfer-encoding", "chunked")], None),
+        ];
+        for (sent, want) in cases {
+            let mut h = map(sent);
+            strip_hop_by_hop(&mut h);
+            let got: Vec<_> = h.get_all(CONTENT_LENGTH).iter().collect();
+            assert_eq!(got.first().map(|v| v.to_str().unwrap()), want, "{sent:?}");
+            assert!(got.len() <= 1, "{sent:?}");
+            assert!(!h.contains_key(TRANSFER_ENCODING));
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use rcgen::KeyPair;
 use serde_json::json;
 use support::pki::Pki;
 use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn status_of(raw: &str) -> u16 {
     raw.split(' ')
@@ -152,4 +153,69 @@ async fn identity_headers_in_underscore_spelling_never_reach_the_app() {
     let raw = raw_exchange(proxy.inbound(), forged.as_bytes()).await;
     assert_eq!(status_of(&raw), 400, "{raw}");
     assert_eq!(app.hits(), 0);
+}
+
+/// An app speaking raw HTTP/1.1: answers each request head it reads with
+/// `response`, on a connection it keeps open.
+async fn raw_app(response: &'static [u8]) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while let Ok(n) = s.read(&mut chunk).await {
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        if s.write_all(response).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn a_response_with_length_and_chunked_reaches_the_client_whole() {
+    // The stale length (3) is shorter than the chunked body (17 bytes).
+    let (app, _task) = raw_app(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n\
+          8\r\nabcdefgh\r\n9\r\nijklmnopq\r\n0\r\n\r\n",
+    )
+    .await;
+    let proxy = Proxy::start(&inbound_config(app, "")).await;
+    let res = client()
+        .get(format!("http://{}/x", proxy.inbound()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers().get("content-length").is_none_or(|v| v == "17"),
+        "{res:?}"
+    );
+    assert_eq!(res.text().await.unwrap(), "abcdefghijklmnopq");
+}
+
+#[tokio::test]
+async fn the_app_sees_the_canonical_content_length() {
+    let app = Upstream::echo().await;
+    let proxy = Proxy::start(&inbound_config(app.addr, "")).await;
+    let raw = raw_exchange(
+        proxy.inbound(),
+        b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 0007\r\nConnection: close\r\n\r\n1234567",
+    )
+    .await;
+    assert_eq!(status_of(&raw), 200, "{raw}");
+    let echo = body_of(&raw);
+    assert_eq!(echo["headers"]["content-length"], "7");
+    assert_eq!(echo["bodyLen"], 7);
 }
