@@ -785,7 +785,8 @@ mod tests {
 
     #[test]
     fn framing_is_made_canonical_for_the_next_hop() {
-        let cases: [(&[(&str, &str)], Option<&str>); 8] = [
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+        let cases: [Case; 8] = [
             (&[("content-length", "10")], Some("10")),
             (&[("content-length", "010")], Some("10")),
             (&[("content-length", "0")], Some("0")),
