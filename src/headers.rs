@@ -28,7 +28,7 @@ pub const X_KAWAL_ERROR: HeaderName = HeaderName::from_static("x-kawal-error");
 pub const X_TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
 /// `traceparent` (W3C Trace Context).
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-/// `tracestate` (W3C Trace Context), passed through untouched.
+/// `tracestate` (W3C Trace Context), passed on bounded (`trace::state`).
 pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// `x-forwarded-for`: the chain of client addresses.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -786,7 +786,7 @@ mod tests {
     #[test]
     fn framing_is_made_canonical_for_the_next_hop() {
         type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
-        let cases: [Case; 8] = [
+        let cases: [Case<'_>; 8] = [
             (&[("content-length", "10")], Some("10")),
             (&[("content-length", "010")], Some("10")),
             (&[("content-length", "0")], Some("0")),

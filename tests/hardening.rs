@@ -219,3 +219,27 @@ async fn the_app_sees_the_canonical_content_length() {
     assert_eq!(echo["headers"]["content-length"], "7");
     assert_eq!(echo["bodyLen"], 7);
 }
+
+#[tokio::test]
+async fn tracestate_is_bounded_and_cleaned_before_the_app() {
+    let app = Upstream::echo().await;
+    let proxy = Proxy::start(&inbound_config(app.addr, "")).await;
+    // 35 members, the third one invalid (upper-case key), one repeated key.
+    let mut members: Vec<String> = (0..34).map(|i| format!("v{i}=s{i}")).collect();
+    members.insert(2, "Bad=1".into());
+    members.insert(5, "v0=again".into());
+    let res = client()
+        .get(format!("http://{}/t", proxy.inbound()))
+        .header(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )
+        .header("tracestate", members.join(","))
+        .send()
+        .await
+        .unwrap();
+    let echo: serde_json::Value = res.json().await.unwrap();
+    let got = echo["headers"]["tracestate"].as_str().unwrap();
+    let want: Vec<String> = (0..32).map(|i| format!("v{i}=s{i}")).collect();
+    assert_eq!(got, want.join(","));
+}
