@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -37,22 +37,7 @@ async fn claim_route_setup(tag: &str) -> (Pki, KeyPair, Upstream, Proxy) {
         "x": URL_SAFE_NO_PAD.encode(&raw[1..33]), "y": URL_SAFE_NO_PAD.encode(&raw[33..65])}]});
     std::fs::write(pki.path("jwks.json"), jwks.to_string()).unwrap();
     let app = Upstream::echo().await;
-    let extra = format!(
-        r#"
-[inbound.jwt]
-issuer = "auth-service"
-audiences = ["order-service"]
-jwks_file = "{}"
-algorithms = ["ES256"]
-required = false
-
-[[inbound.jwt.routes]]
-methods = ["GET"]
-paths = ["/orders/reports/*"]
-require_claims = {{ role = "auditor" }}
-"#,
-        pki.path("jwks.json")
-    );
+    let extra = "[upstreams.svc.retry]\nattempts = 1\n[upstreams.svc.breaker]\nconsecutive_failures = 2\nopen_for = \"60s\"";
     let proxy = Proxy::start(&inbound_config(app.addr, &extra)).await;
     (pki, key, app, proxy)
 }
@@ -242,4 +227,92 @@ async fn tracestate_is_bounded_and_cleaned_before_the_app() {
     let got = echo["headers"]["tracestate"].as_str().unwrap();
     let want: Vec<String> = (0..32).map(|i| format!("v{i}=s{i}")).collect();
     assert_eq!(got, want.join(","));
+}
+
+/// An outbound kawal whose breaker would open after 2 failures, in front of
+/// an upstream that reads the whole body before it answers.
+async fn breaker_setup(upstream_timeout: &str) -> (Upstream, Proxy) {
+    let app = Upstream::echo().await;
+    let extra = format!(
+        "[upstreams.svc.retry]\nattempts = 1\n[upstreams.svc.breaker]\nconsecutive_failures = 2\nopen_for = \"60s\""
+    );
+    let toml = outbound_config(&[app.addr], extra, "").replace(
+        "timeout = \"2s\"",
+        &format!("timeout = \"{upstream_timeout}\"\nconnect_timeout = \"100ms\""),
+    );
+    (app, Proxy::start(&toml).await)
+}
+
+async fn assert_upstream_unblamed(proxy: &Proxy, app: &Upstream) {
+    assert_eq!(
+        proxy.metric(r#"kawal_breaker_state{upstream="svc"}"#).await,
+        0.0,
+        "breaker opened"
+    );
+    let five = r#"kawal_requests_total{direction="outbound",upstream="svc",status_class="5xx"}"#;
+    assert_eq!(proxy.metric(five).await, 0.0);
+    let before = app.hits();
+    let res = client()
+        .get(format!("http://{}/ok", proxy.outbound()))
+        .header("host", "svc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "the upstream still gets traffic");
+    assert_eq!(app.hits(), before + 1);
+}
+
+#[tokio::test]
+async fn a_malformed_request_body_is_the_clients_fault_not_the_upstreams() {
+    let (app, proxy) = breaker_setup("2s").await;
+    let cases: [&[u8]; 3] = [
+        // A signed chunk size.
+        b"POST /u HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n-5\r\nhello\r\n0\r\n\r\n",
+        // A chunk not followed by CRLF.
+        b"POST /u HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\nwxyzQQ\r\n0\r\n\r\n",
+        // A chunk size line ended by a stray CR.
+        b"POST /u HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\r\nwxyz\r\n0\r\n\r\n",
+    ];
+    for case in cases {
+        let raw = raw_exchange(proxy.outbound(), case).await;
+        // The client may see its 400, or nothing if hyper closed first; never a 5xx.
+        if !raw.is_empty() {
+            assert_eq!(status_of(&raw), 400, "{}: {raw}", String::from_utf8_lossy(case));
+            assert!(raw.contains("x-kawal-error: client_body"), "{raw}");
+        }
+    }
+    let lines = proxy.wait_log_lines(3).await;
+    for line in &lines[..3] {
+        assert_eq!(line["error"], "client_body", "{line}");
+        assert_eq!(line["statusCode"], 400, "{line}");
+    }
+    assert_upstream_unblamed(&proxy, &app).await;
+}
+
+#[tokio::test]
+async fn a_slow_upload_past_the_upstream_deadline_is_408_and_no_upstream_failure() {
+    let (app, proxy) = breaker_setup("300ms").await;
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(proxy.outbound()).await.unwrap();
+        s.write_all(b"PUT /slow HTTP/1.1\r\nHost: svc\r\nContent-Length: 40\r\n\r\n")
+            .await
+            .unwrap();
+        // A byte every 100ms: never idle for long, never done in 300ms.
+        let mut out = Vec::new();
+        for _ in 0..40 {
+            if s.write_all(b"x").await.is_err() {
+                break;
+            }
+            let mut buf = [0u8; 1024];
+            match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        let raw = String::from_utf8_lossy(&out);
+        assert_eq!(status_of(&raw), 408, "{raw}");
+    }
+    assert_upstream_unblamed(&proxy, &app).await;
 }

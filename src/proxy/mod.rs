@@ -12,6 +12,7 @@ pub mod outbound;
 pub mod path;
 pub mod pool;
 pub mod retry;
+pub mod upload;
 pub mod upstream;
 
 use std::sync::Arc;
