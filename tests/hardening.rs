@@ -37,7 +37,22 @@ async fn claim_route_setup(tag: &str) -> (Pki, KeyPair, Upstream, Proxy) {
         "x": URL_SAFE_NO_PAD.encode(&raw[1..33]), "y": URL_SAFE_NO_PAD.encode(&raw[33..65])}]});
     std::fs::write(pki.path("jwks.json"), jwks.to_string()).unwrap();
     let app = Upstream::echo().await;
-    let extra = "[upstreams.svc.retry]\nattempts = 1\n[upstreams.svc.breaker]\nconsecutive_failures = 2\nopen_for = \"60s\"";
+    let extra = format!(
+        r#"
+[inbound.jwt]
+issuer = "auth-service"
+audiences = ["order-service"]
+jwks_file = "{}"
+algorithms = ["ES256"]
+required = false
+
+[[inbound.jwt.routes]]
+methods = ["GET"]
+paths = ["/orders/reports/*"]
+require_claims = {{ role = "auditor" }}
+"#,
+        pki.path("jwks.json")
+    );
     let proxy = Proxy::start(&inbound_config(app.addr, &extra)).await;
     (pki, key, app, proxy)
 }
@@ -233,9 +248,7 @@ async fn tracestate_is_bounded_and_cleaned_before_the_app() {
 /// an upstream that reads the whole body before it answers.
 async fn breaker_setup(upstream_timeout: &str) -> (Upstream, Proxy) {
     let app = Upstream::echo().await;
-    let extra = format!(
-        "[upstreams.svc.retry]\nattempts = 1\n[upstreams.svc.breaker]\nconsecutive_failures = 2\nopen_for = \"60s\""
-    );
+    let extra = "[upstreams.svc.retry]\nattempts = 1\n[upstreams.svc.breaker]\nconsecutive_failures = 2\nopen_for = \"60s\"";
     let toml = outbound_config(&[app.addr], extra, "").replace(
         "timeout = \"2s\"",
         &format!("timeout = \"{upstream_timeout}\"\nconnect_timeout = \"100ms\""),
