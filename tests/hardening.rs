@@ -329,3 +329,108 @@ async fn a_slow_upload_past_the_upstream_deadline_is_408_and_no_upstream_failure
     }
     assert_upstream_unblamed(&proxy, &app).await;
 }
+
+/// Reads until the peer closes (bounded by `within`); `None` if it did not.
+async fn read_until_eof(s: &mut tokio::net::TcpStream, within: Duration) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    match tokio::time::timeout(within, s.read_to_end(&mut out)).await {
+        Ok(_) => Some(out),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_gets_a_goaway_and_is_closed_within_the_idle_timeout() {
+    let app = Upstream::echo().await;
+    let limits = "[limits]\nrequest_head_timeout = \"300ms\"\nmax_connections = 2";
+    let proxy = Proxy::start(&inbound_config(app.addr, limits)).await;
+    // Both slots taken by h2c connections that open no stream (one sends a
+    // PING now and then, which is no request).
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(proxy.inbound()).await.unwrap();
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .unwrap();
+        idle.push(s);
+    }
+    idle[1]
+        .write_all(b"\0\0\x08\x06\0\0\0\0\0pingpong")
+        .await
+        .unwrap();
+    for s in &mut idle {
+        let got = read_until_eof(s, Duration::from_secs(10))
+            .await
+            .expect("the idle connection was never closed");
+        // Frames: type byte at offset 3 of each 9-byte header; look for GOAWAY (7).
+        let mut at = 0;
+        let mut goaway = false;
+        while at + 9 <= got.len() {
+            let len = usize::from(got[at]) << 16 | usize::from(got[at + 1]) << 8 | usize::from(got[at + 2]);
+            goaway |= got[at + 3] == 7;
+            at += 9 + len;
+        }
+        assert!(goaway, "closed without a GOAWAY: {got:?}");
+    }
+    // The slots are free again.
+    let res = client()
+        .get(format!("http://{}/after", proxy.inbound()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
+async fn connections_older_than_max_connection_age_are_closed_between_requests() {
+    let app = Upstream::echo().await;
+    let proxy = Proxy::start(&inbound_config(
+        app.addr,
+        "[limits]\nmax_connection_age = \"300ms\"",
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(proxy.inbound()).await.unwrap();
+    s.write_all(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Kept alive, then closed once it is older than 300ms.
+    let rest = read_until_eof(&mut s, Duration::from_secs(10))
+        .await
+        .expect("never closed");
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_is_cut_off_with_its_app_connection() {
+    // The app streams a large response until its write fails.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = listener.local_addr().unwrap();
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut head = [0u8; 1024];
+        let _ = s.read(&mut head).await.unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n\r\n")
+            .await
+            .unwrap();
+        let chunk = vec![b'z'; 64 * 1024];
+        while s.write_all(&chunk).await.is_ok() {}
+        let _ = closed_tx.send(());
+    });
+    let limits = "[limits]\nsend_timeout = \"300ms\"\nbody_idle_timeout = \"60s\"";
+    let proxy = Proxy::start(&inbound_config(app, limits)).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(proxy.inbound()).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    // Never read: the app's connection must be closed all the same.
+    tokio::time::timeout(Duration::from_secs(20), closed_rx)
+        .await
+        .expect("the app connection stayed pinned by a client that reads nothing")
+        .unwrap();
+    let lines = proxy.wait_log_lines(1).await;
+    assert!(lines[0]["error"].is_string(), "{}", lines[0]);
+}
