@@ -11,7 +11,7 @@
 # fds and request counter (/metrics) into bench/results/soak-STAMP.csv, and
 # at the end writes bench/results/soak-STAMP.md (figures, verdict) and
 # soak-STAMP.svg (RSS and fds over time). Verdict:
-#   - RSS growth over the second half < 5 %
+#   - RSS growth over the second half < 5 % (of a least-squares line through its samples)
 #   - open fds back to the baseline within 30 s of the end
 #   - requests sent = answered + connection errors + client aborts (none lost)
 #   - no panic in kawal's output
@@ -99,11 +99,18 @@ load = json.loads(open(tmp + "/load.json").read().strip().splitlines()[-1])
 during = [r for r in rows if 0 < r["t_s"] <= end_load + 10] or rows
 half = [r for r in during if r["t_s"] >= end_load / 2] or during[-1:]
 mid, last = half[0]["rss_kib"], half[-1]["rss_kib"]
-growth = (last - mid) / mid * 100 if mid else 0.0
+# Growth of a least-squares line over the second half: one sample at each
+# end would make the verdict hang on allocator noise.
+xs, ys = [r["t_s"] for r in half], [r["rss_kib"] for r in half]
+mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+var = sum((x - mx) ** 2 for x in xs)
+slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if var else 0.0
+fit0, fit1 = my + slope * (xs[0] - mx), my + slope * (xs[-1] - mx)
+growth = (fit1 - fit0) / fit0 * 100 if fit0 else 0.0
 text = open(tmp + "/kawal.out", errors="replace").read() + open(tmp + "/kawal.err", errors="replace").read()
 panics = text.count("panicked")
 checks = [
-    (f"RSS growth over the second half {growth:+.2f} % (< 5 %): {mid} -> {last} KiB", growth < 5),
+    (f"RSS growth over the second half {growth:+.2f} % (< 5 %; fitted line {fit0:.0f} -> {fit1:.0f} KiB, samples {mid} -> {last} KiB)", growth < 5),
     (f"open fds at the end {end_fds}, baseline {base_fds}", end_fds <= base_fds),
     (f"sent {load['sent']} = answered {load['answered']} + connection errors {load['errors']} + client aborts {load['aborted']} (lost {load['lost']})", load["lost"] == 0),
     (f"panics in kawal's output: {panics}", panics == 0),
