@@ -158,6 +158,7 @@ async fn build_inbound(
             None => metrics.route("inbound", "app"),
         },
         app,
+        underscores: icfg.headers_with_underscores,
     })
 }
 

@@ -42,9 +42,14 @@ pub enum ProxyError {
     /// Request body larger than the configured limit.
     #[error("request body exceeds {0} bytes")]
     PayloadTooLarge(u64),
-    /// The client stopped sending its body.
-    #[error("client sent no body data for {0:?}")]
+    /// The client stopped sending its body, or was still sending it when
+    /// the upstream's deadline passed.
+    #[error("client did not send its request body in time ({0:?})")]
     ClientTimeout(Duration),
+    /// The client's request body broke off (a malformed chunk, a reset
+    /// stream, a closed connection): its fault, never the upstream's.
+    #[error("the client's request body broke off: {0}")]
+    ClientBody(String),
     /// No upstream serves this authority.
     #[error("no upstream for host {0:?}")]
     RouteNotFound(String),
@@ -152,6 +157,7 @@ impl ProxyError {
             Self::HeadersTooLarge(_) => "headers_too_large",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::ClientTimeout(_) => "client_timeout",
+            Self::ClientBody(_) => "client_body",
             Self::RouteNotFound(_) => "route_not_found",
             Self::NoEndpoint(_) => "no_endpoint",
             Self::UpstreamConnect { .. } => "upstream_connect",
@@ -174,7 +180,7 @@ impl ProxyError {
     /// The status that says what happened.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::ClientBody(_) => StatusCode::BAD_REQUEST,
             Self::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -211,6 +217,7 @@ impl ProxyError {
                 | Self::HeadersTooLarge(_)
                 | Self::PayloadTooLarge(_)
                 | Self::ClientTimeout(_)
+                | Self::ClientBody(_)
         )
     }
 

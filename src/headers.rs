@@ -28,7 +28,7 @@ pub const X_KAWAL_ERROR: HeaderName = HeaderName::from_static("x-kawal-error");
 pub const X_TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
 /// `traceparent` (W3C Trace Context).
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-/// `tracestate` (W3C Trace Context), passed through untouched.
+/// `tracestate` (W3C Trace Context), passed on bounded (`trace::state`).
 pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// `x-forwarded-for`: the chain of client addresses.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -125,12 +125,45 @@ pub fn first<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a Header
 /// header named in a `Connection` value. Names in `Connection` that are not
 /// valid header names are ignored.
 ///
+/// Every forwarded head passes here, so the body framing is made
+/// unambiguous here too: a Content-Length beside a Transfer-Encoding is
+/// stale (the body was read as chunked, RFC 9112 §6.3) and is removed, and a
+/// Content-Length is forwarded in its canonical decimal form (`010` → `10`,
+/// `5, 5` → `5`), the length kawal read the body by.
+///
 /// The caller must add its own headers (Host, traceparent, identity) after
 /// this, since a client may name any header in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass of cheap comparisons first: most messages carry none of these,
     // and each `remove` would hash its name.
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    let (mut hop, mut length) = (false, Field::default());
+    for (name, value) in headers.iter() {
+        if name == CONTENT_LENGTH {
+            length.see(value);
+        } else if HOP_BY_HOP.contains(name) {
+            hop = true;
+        }
+    }
+    let canonical = match length.first {
+        Some(first) if length.repeated || !is_canonical_length(first.as_bytes()) => {
+            Some(canonical_length(headers))
+        }
+        _ => None,
+    };
+    if !hop && canonical.is_none() {
+        return;
+    }
+    if hop && has(headers, &TRANSFER_ENCODING) {
+        headers.remove(CONTENT_LENGTH);
+    } else if let Some(canonical) = canonical {
+        match canonical {
+            Some(len) => headers.insert(CONTENT_LENGTH, HeaderValue::from(len)),
+            // Lengths that disagree (only a peer's own parser let them
+            // through): none is trustworthy, the body is framed anew.
+            None => headers.remove(CONTENT_LENGTH),
+        };
+    }
+    if !hop {
         return;
     }
     // Collect first: the map cannot be changed while `Connection` is borrowed.
@@ -140,6 +173,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named.iter().chain(&HOP_BY_HOP) {
         headers.remove(name);
     }
+}
+
+/// Plain digits without a leading zero (`0` itself is canonical).
+fn is_canonical_length(value: &[u8]) -> bool {
+    matches!(value, [b'0'] | [b'1'..=b'9', ..]) && value.iter().all(u8::is_ascii_digit)
+}
+
+/// The one length all Content-Length values and list elements state, or
+/// `None` when they disagree or one does not parse.
+fn canonical_length(headers: &HeaderMap) -> Option<u64> {
+    let mut lengths = list_tokens(headers, CONTENT_LENGTH).map(|t| {
+        std::str::from_utf8(t)
+            .ok()
+            .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|t| t.parse::<u64>().ok())
+    });
+    let first = lengths.next()??;
+    lengths.all(|l| l == Some(first)).then_some(first)
 }
 
 /// Headers that describe one connection, never the message (RFC 9110 §7.6.1).
@@ -343,13 +394,71 @@ pub fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &HeaderValue) {
     headers.insert(X_FORWARDED_FOR, value);
 }
 
-/// Removes the identity headers only kawal may set, so no caller can forge them.
-pub fn strip_kawal_identity(headers: &mut HeaderMap) {
-    for name in [X_KAWAL_PEER_IDENTITY, X_KAWAL_USER] {
-        if has(headers, &name) {
-            headers.remove(name);
+/// What to do with a request header whose name has an underscore
+/// (`[inbound] headers_with_underscores`, after Envoy's option of that name).
+/// CGI, WSGI, Rack and PHP map `_` and `-` to one variable (`HTTP_X_USER`),
+/// so `x_user` can pose as `x-user` set by a trusted hop.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnderscoreAction {
+    /// Forward them.
+    Allow,
+    /// Remove them before forwarding (nginx's default).
+    #[default]
+    Drop,
+    /// Refuse the request with 400.
+    Reject,
+}
+
+/// A request header had an underscore in its name under
+/// [`UnderscoreAction::Reject`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnderscoreHeader;
+
+impl fmt::Display for UnderscoreHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("header names with underscores are not accepted")
+    }
+}
+
+impl std::error::Error for UnderscoreHeader {}
+
+/// Removes the identity headers only kawal may set, so no caller can forge
+/// them: in any spelling that reads as theirs once `_` is read as `-`
+/// (`x_kawal_user` is `HTTP_X_KAWAL_USER` to a WSGI app, as `x-kawal-user`
+/// is), whatever `underscores` says. Other names with an underscore are
+/// kept, dropped or refused as `underscores` says.
+pub fn strip_kawal_identity(
+    headers: &mut HeaderMap,
+    underscores: UnderscoreAction,
+) -> Result<(), UnderscoreHeader> {
+    const OWN: [HeaderName; 2] = [X_KAWAL_PEER_IDENTITY, X_KAWAL_USER];
+    // One pass over the names; a removal (rare) allocates.
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        let underscore = name.as_str().contains('_');
+        if underscore && underscores == UnderscoreAction::Reject {
+            return Err(UnderscoreHeader);
+        }
+        let drop = if underscore {
+            underscores == UnderscoreAction::Drop || OWN.iter().any(|own| same_as_dashed(name, own))
+        } else {
+            OWN.contains(name)
+        };
+        if drop {
+            doomed.push(name.clone());
         }
     }
+    for name in doomed {
+        headers.remove(name);
+    }
+    Ok(())
+}
+
+/// Whether `name` equals `own` once every `_` in it is read as `-`.
+fn same_as_dashed(name: &HeaderName, own: &HeaderName) -> bool {
+    let (a, b) = (name.as_str().as_bytes(), own.as_str().as_bytes());
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y || (*x == b'_' && *y == b'-'))
 }
 
 #[cfg(test)]
@@ -670,8 +779,61 @@ mod tests {
             ("X-Kawal-User", "admin"),
             ("x-other", "kept"),
         ]);
-        strip_kawal_identity(&mut h);
+        strip_kawal_identity(&mut h, UnderscoreAction::Allow).unwrap();
         assert_eq!(names(&h), ["x-other"]);
+    }
+
+    #[test]
+    fn framing_is_made_canonical_for_the_next_hop() {
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+        let cases: [Case<'_>; 8] = [
+            (&[("content-length", "10")], Some("10")),
+            (&[("content-length", "010")], Some("10")),
+            (&[("content-length", "0")], Some("0")),
+            (&[("content-length", "000")], Some("0")),
+            (&[("content-length", "7, 7")], Some("7")),
+            (&[("content-length", "7"), ("content-length", "07")], Some("7")),
+            (&[("content-length", "7, 8")], None),
+            // Transfer-Encoding wins; the stale length goes with it.
+            (&[("content-length", "2"), ("transfer-encoding", "chunked")], None),
+        ];
+        for (sent, want) in cases {
+            let mut h = map(sent);
+            strip_hop_by_hop(&mut h);
+            let got: Vec<_> = h.get_all(CONTENT_LENGTH).iter().collect();
+            assert_eq!(got.first().map(|v| v.to_str().unwrap()), want, "{sent:?}");
+            assert!(got.len() <= 1, "{sent:?}");
+            assert!(!h.contains_key(TRANSFER_ENCODING));
+        }
+    }
+
+    #[test]
+    fn identity_in_underscore_spelling_is_always_removed() {
+        use UnderscoreAction::*;
+        let sent = [
+            ("x_kawal_user", "admin"),
+            ("x-kawal_peer-identity", "spiffe://evil"),
+            ("x_other", "v"),
+            ("x-kawal-user-x", "kept"),
+            ("x_kawal_userx", "v"),
+        ];
+        let cases: [(UnderscoreAction, &[&str]); 2] = [
+            (Allow, &["x_other", "x-kawal-user-x", "x_kawal_userx"]),
+            (Drop, &["x-kawal-user-x"]),
+        ];
+        for (action, kept) in cases {
+            let mut h = map(&sent);
+            strip_kawal_identity(&mut h, action).unwrap();
+            let mut got = names(&h);
+            got.sort_unstable();
+            let mut want = kept.to_vec();
+            want.sort_unstable();
+            assert_eq!(got, want, "{action:?}");
+        }
+        let mut h = map(&sent);
+        assert_eq!(strip_kawal_identity(&mut h, Reject), Err(UnderscoreHeader));
+        let mut clean = map(&[("x-a", "1")]);
+        assert_eq!(strip_kawal_identity(&mut clean, Reject), Ok(()));
     }
 
     #[test]

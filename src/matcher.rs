@@ -9,6 +9,14 @@
 //! lone `*` means "any". The path must already be normalized by the caller
 //! (`proxy::check_head`): one spelling for routing, policy, logs and
 //! forwarding.
+//!
+//! A rule may *add* a requirement when it matches (a JWT claim route, a rate
+//! limit), so it must match every spelling the app treats as the same
+//! request, or it fails open. Hence: the path is normalized before matching
+//! (escaped unreserved characters decoded), a path pattern must itself be in
+//! that normal form (else it could never match), a method in another case
+//! (`get`) never gets this far ([`check_method`] refuses it, 400), and a rule
+//! for GET covers HEAD, which every server answers as a GET without a body.
 
 use http::Method;
 
@@ -35,10 +43,49 @@ impl RouteMatch {
         Ok(RouteMatch { methods, paths })
     }
 
-    /// Whether `method` and the normalized `path` fall in this scope.
+    /// Whether `method` and the normalized `path` fall in this scope. A rule
+    /// for GET covers HEAD.
     pub fn matches(&self, method: &Method, path: &str) -> bool {
-        self.methods.as_ref().is_none_or(|ms| ms.contains(method))
+        self.methods
+            .as_ref()
+            .is_none_or(|ms| ms.contains(method) || (*method == Method::HEAD && ms.contains(&Method::GET)))
             && self.paths.iter().any(|p| p.matches(path))
+    }
+}
+
+/// Why a request method was refused (400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadMethod;
+
+impl std::fmt::Display for BadMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request method must be written in upper case")
+    }
+}
+
+impl std::error::Error for BadMethod {}
+
+/// Refuses a method with a lowercase letter, as nginx does: many frameworks
+/// upper-case the method before routing, so `get` or `Post` would be served
+/// as GET or POST while slipping past every rule written for them (rules
+/// take upper-case methods only). Refusing keeps one spelling per method for
+/// every matcher and the app alike; standard methods are upper case on the
+/// wire (RFC 9110 §9.1), so no real client is refused.
+pub fn check_method(method: &Method) -> Result<(), BadMethod> {
+    // The standard methods are stored without their text: no scan needed.
+    let standard = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PATCH,
+    ];
+    if standard.contains(method) || !method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+        Ok(())
+    } else {
+        Err(BadMethod)
     }
 }
 
@@ -102,7 +149,40 @@ fn parse_path(raw: &str) -> Result<Pattern, String> {
     if raw.contains(['?', '#']) {
         return Err(format!("path pattern {raw:?} must not contain `?` or `#`"));
     }
+    check_normal_escapes(raw)?;
     Ok(pattern)
+}
+
+/// Requests are matched on their normalized path, where an escaped
+/// unreserved character is decoded and other escapes are upper case; a
+/// pattern spelled otherwise could never match, so it is refused.
+fn check_normal_escapes(raw: &str) -> Result<(), String> {
+    let bytes = raw.as_bytes();
+    for (i, _) in raw.match_indices('%') {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit));
+        let Some(hex) = hex else {
+            return Err(format!(
+                "path pattern {raw:?}: `%` must start an escape such as %20"
+            ));
+        };
+        let text = std::str::from_utf8(hex).unwrap_or_default();
+        let byte = u8::from_str_radix(text, 16).unwrap_or_default();
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            return Err(format!(
+                "path pattern {raw:?}: write {:?} instead of %{text} (requests are matched decoded)",
+                char::from(byte)
+            ));
+        }
+        if hex.iter().any(u8::is_ascii_lowercase) {
+            return Err(format!(
+                "path pattern {raw:?}: write %{} in upper case (requests are matched that way)",
+                text.to_ascii_uppercase()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn parse_methods(raw: &[String]) -> Result<Option<Vec<Method>>, String> {
@@ -128,4 +208,47 @@ fn parse_methods(raw: &[String]) -> Result<Option<Vec<Method>>, String> {
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(methods: &[&str], paths: &[&str]) -> RouteMatch {
+        let own = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect());
+        RouteMatch::compile(&own(methods), &own(paths)).unwrap()
+    }
+
+    #[test]
+    fn get_covers_head_and_nothing_else() {
+        let get = scope(&["GET"], &["/r/*"]);
+        assert!(get.matches(&Method::GET, "/r/1"));
+        assert!(get.matches(&Method::HEAD, "/r/1"));
+        assert!(!get.matches(&Method::POST, "/r/1"));
+        assert!(!get.matches(&Method::OPTIONS, "/r/1"));
+        // HEAD alone does not cover GET.
+        assert!(!scope(&["HEAD"], &["/r/*"]).matches(&Method::GET, "/r/1"));
+    }
+
+    #[test]
+    fn methods_in_another_case_are_refused() {
+        for ok in ["GET", "POST", "PROPFIND", "M-SEARCH", "X_1"] {
+            let m = Method::from_bytes(ok.as_bytes()).unwrap();
+            assert_eq!(check_method(&m), Ok(()), "{ok}");
+        }
+        for bad in ["get", "Get", "hEAD", "pOsT", "delete", "propfind", "Patch"] {
+            let m = Method::from_bytes(bad.as_bytes()).unwrap();
+            assert_eq!(check_method(&m), Err(BadMethod), "{bad}");
+        }
+    }
+
+    #[test]
+    fn path_patterns_must_be_in_normal_form() {
+        for ok in ["/a%20b/*", "/caf%C3%A9", "/r/*", "*"] {
+            assert!(parse_path(ok).is_ok(), "{ok}");
+        }
+        for bad in ["/%72eports/*", "/a%2Eb", "/caf%c3%a9", "/a%", "/a%zz", "/a%7e"] {
+            assert!(parse_path(bad).is_err(), "{bad}");
+        }
+    }
 }

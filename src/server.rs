@@ -39,6 +39,8 @@ use head::{HeadTimer, RequestCounts};
 pub struct Http {
     builder: auto::Builder<TokioExecutor>,
     head_timeout: Duration,
+    send_timeout: Duration,
+    max_age: Option<Duration>,
     max_connections: usize,
 }
 
@@ -65,6 +67,8 @@ pub fn http_builder(limits: &Limits) -> Http {
     Http {
         builder: b,
         head_timeout: limits.request_head_timeout.0,
+        send_timeout: limits.send_timeout.0,
+        max_age: limits.max_connection_age.map(|d| d.0),
         max_connections: limits.max_connections,
     }
 }
@@ -85,6 +89,8 @@ pub struct ConnInfo {
     pub identity_header: Option<http::HeaderValue>,
     /// For the head timer: is a request in flight?
     requests: RequestCounts,
+    /// Set when the connection should close gracefully (idle HTTP/2).
+    close: AtomicBool,
 }
 
 impl ConnInfo {
@@ -98,7 +104,18 @@ impl ConnInfo {
             identity,
             peer_ip: crate::headers::ip_header_value(peer.ip()),
             requests: RequestCounts::default(),
+            close: AtomicBool::new(false),
         })
+    }
+
+    /// Whether the connection was asked to close gracefully.
+    pub fn close_requested(&self) -> bool {
+        self.close.load(Ordering::Relaxed)
+    }
+
+    /// Asks the connection to close gracefully; its task must be woken.
+    fn request_close(&self) {
+        self.close.store(true, Ordering::Relaxed);
     }
 }
 
@@ -240,11 +257,19 @@ where
     // The handler's future is hyper's service future as it is: not boxed
     // (HTTP/1 keeps it in the connection's task, HTTP/2 spawns it) and not
     // wrapped, since each wrapping copies its kilobytes once more.
-    let io = TokioIo::new(HeadTimer::new(io, info.clone(), http.head_timeout));
+    let io = TokioIo::new(HeadTimer::new(
+        io,
+        info.clone(),
+        http.head_timeout,
+        http.send_timeout,
+    ));
+    let close = info.clone();
     let svc = service_fn(move |req| handler(req, OpenRequest::begin(&info)));
     let conn = drain.watch(
         http.builder.serve_connection_with_upgrades(io, svc).into_owned(),
         |conn| conn.graceful_shutdown(),
+        close,
+        http.max_age,
     );
     async move {
         if let Err(e) = conn.await {
@@ -280,8 +305,15 @@ impl Drain {
         self.notify.notify_waiters();
     }
 
-    /// `conn`, told to finish by `shutdown` once the drain starts.
-    fn watch<C, S: FnOnce(Pin<&mut C>)>(self, conn: C, shutdown: S) -> Watched<C, S> {
+    /// `conn`, told to finish by `shutdown` once the drain starts, when
+    /// `info` asks for it (idle), or at `max_age`.
+    fn watch<C, S: FnOnce(Pin<&mut C>)>(
+        self,
+        conn: C,
+        shutdown: S,
+        info: Arc<ConnInfo>,
+        max_age: Option<Duration>,
+    ) -> Watched<C, S> {
         let wake = Box::pin(self.notify.clone().notified_owned());
         Watched {
             conn,
@@ -289,6 +321,8 @@ impl Drain {
             wake,
             registered: false,
             shutdown: Some(shutdown),
+            info,
+            age: max_age.map(|age| Box::pin(tokio::time::sleep(age))),
         }
     }
 }
@@ -305,6 +339,9 @@ pin_project_lite::pin_project! {
         registered: bool,
         // Taken when called.
         shutdown: Option<S>,
+        info: Arc<ConnInfo>,
+        // Fires at the connection's maximum age, when one is set.
+        age: Option<Pin<Box<tokio::time::Sleep>>>,
     }
 }
 
@@ -318,9 +355,16 @@ impl<C: Future, S: FnOnce(Pin<&mut C>)> Future for Watched<C, S> {
             *this.registered = true;
             let _ = this.wake.as_mut().poll(cx);
         }
-        let started = &this.drain.started;
-        if let Some(shutdown) = this.shutdown.take_if(|_| started.load(Ordering::Acquire)) {
-            shutdown(this.conn.as_mut());
+        if this.shutdown.is_some() {
+            let aged = this
+                .age
+                .as_mut()
+                .is_some_and(|age| age.as_mut().poll(cx).is_ready());
+            if aged || this.info.close_requested() || this.drain.started.load(Ordering::Acquire) {
+                if let Some(shutdown) = this.shutdown.take() {
+                    shutdown(this.conn.as_mut());
+                }
+            }
         }
         this.conn.poll(cx)
     }

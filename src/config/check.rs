@@ -442,6 +442,10 @@ fn limits(l: &Limits, c: &mut Checks) {
     c.at_least(t, "max_uri", l.max_uri, super::Size(1), "");
     c.positive(t, "request_head_timeout", l.request_head_timeout, Duration::ZERO);
     c.positive(t, "body_idle_timeout", l.body_idle_timeout, Duration::ZERO);
+    c.positive(t, "send_timeout", l.send_timeout, Duration::ZERO);
+    if let Some(age) = l.max_connection_age {
+        c.positive(t, "max_connection_age", age, Duration::ZERO);
+    }
     c.at_least(t, "h2_max_concurrent_streams", l.h2_max_concurrent_streams, 1, "");
     c.at_least(t, "max_connections", l.max_connections, 1, "");
 }

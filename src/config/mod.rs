@@ -152,6 +152,11 @@ pub struct Inbound {
     /// Idempotency, event dedup and per-key ordering on some routes.
     #[serde(default)]
     pub guard: Option<guard::GuardConfig>,
+    /// Request headers with `_` in their name: `allow`, `drop` (default) or
+    /// `reject` (400). kawal's own identity headers in that spelling are
+    /// always removed.
+    #[serde(default)]
+    pub headers_with_underscores: crate::headers::UnderscoreAction,
 }
 
 /// `[[inbound.rate_limits]]`: a token bucket on a route, one per caller
@@ -513,9 +518,20 @@ pub struct Limits {
     /// Longest pause inside a request or response body.
     #[serde(default = "d_30s")]
     pub body_idle_timeout: Dur,
-    /// HTTP/2 concurrent streams per connection.
+    /// HTTP/2 concurrent streams per connection; each may hold one app
+    /// connection, so this caps the app connections one client connection
+    /// can hold.
     #[serde(default = "default_h2_streams")]
     pub h2_max_concurrent_streams: u32,
+    /// Longest a response may wait on a client that does not read it (a
+    /// write to the client making no progress); then the client connection
+    /// and its app connections are closed.
+    #[serde(default = "d_30s")]
+    pub send_timeout: Dur,
+    /// Connections older than this are closed gracefully (HTTP/1.1 after the
+    /// response in progress, HTTP/2 with a GOAWAY); absent = no limit.
+    #[serde(default)]
+    pub max_connection_age: Option<Dur>,
     /// Open connections per listener; past it, new ones wait in the kernel's
     /// backlog until one closes.
     #[serde(default = "default_max_connections")]
@@ -885,7 +901,7 @@ fn default_max_body() -> Size {
     Size(64 * 1024 * 1024)
 }
 fn default_h2_streams() -> u32 {
-    256
+    100
 }
 fn default_attempts() -> u32 {
     3

@@ -59,6 +59,8 @@ pub struct Inbound {
     pub metrics: RouteMetrics,
     /// The response cache in front of the app, when configured.
     pub cache: Option<Arc<Cache>>,
+    /// `[inbound] headers_with_underscores`.
+    pub underscores: headers::UnderscoreAction,
 }
 
 impl Inbound {
@@ -110,7 +112,8 @@ impl Inbound {
             self.shared
                 .propagator
                 .inject(&trace, trace.span_id, &mut parts.headers);
-            headers::strip_kawal_identity(&mut parts.headers);
+            headers::strip_kawal_identity(&mut parts.headers, self.underscores)
+                .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
             if let Some(id) = &conn.identity_header {
                 parts.headers.insert(X_KAWAL_PEER_IDENTITY, id.clone());
             }

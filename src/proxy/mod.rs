@@ -12,6 +12,7 @@ pub mod outbound;
 pub mod path;
 pub mod pool;
 pub mod retry;
+pub mod upload;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -53,6 +54,7 @@ pub fn check_head(parts: &Parts, limits: &Limits) -> Result<Uri, ProxyError> {
     if parts.method == Method::CONNECT {
         return Err(ProxyError::MethodNotAllowed(Method::CONNECT));
     }
+    crate::matcher::check_method(&parts.method).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
     let target_len = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len());
     if target_len as u64 > limits.max_uri.0 {
         return Err(ProxyError::UriTooLong(limits.max_uri.0 as usize));

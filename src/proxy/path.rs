@@ -8,10 +8,14 @@
 //! Rules, applied to the path part of the request target (no query):
 //!
 //! 1. It must start with `/`; anything else (`*`, `""`, `a/b`) is rejected.
-//! 2. `%2e` / `%2E` is decoded to `.`, so dot segments cannot hide behind
-//!    percent-encoding. Every other valid escape (`%41`, `%20`, `%7e`) is left
-//!    exactly as it is: decoding more would change what the app sees for no
-//!    security gain.
+//! 2. An escape of an unreserved character (`A-Z a-z 0-9 - . _ ~`) is
+//!    decoded (RFC 3986 §6.2.2.2): `%72eports` is `reports`, and `%2e%2e` is a
+//!    dot segment. Frameworks decode the path before they route, so a rule
+//!    written for `/orders/reports/*` must see every spelling the app will
+//!    serve as that path; otherwise a rule that *adds* a requirement (a claim
+//!    route, a rate limit) would fail open for `/orders/%72eports/q1`. Every
+//!    other escape (`%20`, `%C3%A9`) stays encoded, its hex digits in upper
+//!    case (RFC 3986 §6.2.2.1), so `%c3%a9` and `%C3%A9` are one spelling too.
 //! 3. Rejected outright: an encoded slash `%2f`, an encoded backslash `%5c`,
 //!    an encoded control byte `%00`-`%1f` / `%7f` (NUL, CR, LF: the app may
 //!    decode them into something dangerous), a raw backslash `\`, a raw control
@@ -80,20 +84,22 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     }
 }
 
-/// Checks every byte and escape; returns whether a `%2e` needs decoding.
+/// Checks every byte and escape; returns whether an escape must be
+/// rewritten (an unreserved character, or lowercase hex digits).
 fn validate(bytes: &[u8]) -> Result<bool, PathError> {
-    let mut has_dot_escape = false;
+    let mut rewrite = false;
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
                 let byte = decode_escape(bytes, i)?;
                 match byte {
-                    b'.' => has_dot_escape = true,
                     b'/' => return Err(PathError::EncodedSlash),
                     b'\\' => return Err(PathError::EncodedBackslash),
                     b if b.is_ascii_control() => return Err(PathError::EncodedControl),
-                    _ => {}
+                    b => {
+                        rewrite |= is_unreserved(b) || bytes[i + 1..i + 3].iter().any(u8::is_ascii_lowercase)
+                    }
                 }
                 i += 3;
             }
@@ -102,7 +108,12 @@ fn validate(bytes: &[u8]) -> Result<bool, PathError> {
             _ => i += 1,
         }
     }
-    Ok(has_dot_escape)
+    Ok(rewrite)
+}
+
+/// RFC 3986 §2.3: the characters an escape never needs to hide.
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
 /// Decodes the `%XX` escape starting at `bytes[at]`.
@@ -117,7 +128,7 @@ fn decode_escape(bytes: &[u8], at: usize) -> Result<u8, PathError> {
     Ok((hex(at + 1)? * 16 + hex(at + 2)?) as u8)
 }
 
-/// Whether a path with no `%2e` is already canonical: no empty segment
+/// Whether a path with no escape to rewrite is already canonical: no empty segment
 /// (other than the one after a trailing slash) and no dot segment.
 fn is_canonical(path: &str) -> bool {
     // `path` starts with '/', so the first split item is the empty string
@@ -176,16 +187,19 @@ fn rebuild(path: &str) -> Result<String, PathError> {
     Ok(out)
 }
 
-/// Appends `seg` to `out`, decoding `%2e` to `.` and copying the rest as is.
+/// Appends `seg` to `out`, decoding escapes of unreserved characters and
+/// upper-casing the hex digits of the others.
 fn push_decoded(out: &mut String, seg: &str) -> Result<(), PathError> {
     let mut rest = seg;
     while let Some(pos) = rest.find('%') {
         out.push_str(&rest[..pos]);
         let escape = rest.get(pos..pos + 3).ok_or(PathError::BadPercentEncoding)?;
-        if escape.eq_ignore_ascii_case("%2e") {
-            out.push('.');
+        let byte = decode_escape(escape.as_bytes(), 0)?;
+        if is_unreserved(byte) {
+            out.push(char::from(byte));
         } else {
-            out.push_str(escape);
+            out.push('%');
+            out.push_str(&escape[1..].to_ascii_uppercase());
         }
         rest = &rest[pos + 3..];
     }
@@ -278,16 +292,48 @@ mod tests {
     }
 
     #[test]
-    fn leaves_other_escapes_alone() {
-        assert_eq!(norm("/%41").unwrap(), "/%41");
-        assert_eq!(norm("/a%20b/%7e").unwrap(), "/a%20b/%7e");
-        assert_eq!(norm("//%41").unwrap(), "/%41");
-        assert_eq!(norm("/caf%C3%A9").unwrap(), "/caf%C3%A9");
+    fn decodes_unreserved_escapes() {
+        // Table: every spelling an app decodes to the same path is one path.
+        let cases = [
+            ("/orders/%72eports/q1", "/orders/reports/q1"),
+            ("/orders/r%65ports", "/orders/reports"),
+            ("/%41%5a%61%7A%30%39", "/AZaz09"),
+            ("/a%2Db%5fc%7ed%2E", "/a-b_c~d."),
+            ("//%41", "/A"),
+            // Decoded dots form dot segments, which are then resolved.
+            ("/a/%2e%2e/%62", "/b"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(norm(raw).unwrap(), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn keeps_reserved_escapes_in_upper_case() {
+        let cases = [
+            ("/a%20b", "/a%20b"),
+            ("/caf%C3%A9", "/caf%C3%A9"),
+            ("/caf%c3%a9", "/caf%C3%A9"),
+            ("/q%3fx%3B", "/q%3Fx%3B"),
+            ("/%25", "/%25"),
+            ("/%25%37%32", "/%2572"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(norm(raw).unwrap(), want, "{raw}");
+        }
     }
 
     #[test]
     fn borrows_when_unchanged() {
-        for p in ["/", "/orders/42", "/a/b/", "/%41", "/a.b/.c/..d", "/x-y_z~"] {
+        for p in [
+            "/",
+            "/orders/42",
+            "/a/b/",
+            "/%20",
+            "/%C3%A9",
+            "/a.b/.c/..d",
+            "/x-y_z~",
+        ] {
             assert!(matches!(normalize(p), Ok(Cow::Borrowed(s)) if s == p), "{p}");
         }
         assert!(matches!(normalize("/a/../b"), Ok(Cow::Owned(_))));
@@ -304,7 +350,9 @@ mod tests {
     #[test]
     fn never_panics_and_is_idempotent() {
         // Exhaustive over short strings built from the interesting bytes.
-        let alphabet = ["/", ".", "%", "2", "e", "f", "a", "\\", "%2e", "%2f", "é"];
+        let alphabet = [
+            "/", ".", "%", "2", "e", "f", "a", "\\", "%2e", "%2f", "%41", "%c3", "é",
+        ];
         let mut stack = vec![String::from("/")];
         while let Some(p) = stack.pop() {
             // Whatever succeeds must already be canonical the second time.

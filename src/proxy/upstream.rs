@@ -323,6 +323,8 @@ impl Upstream {
         *endpoint = Some(ep.addr);
         ep.in_flight.fetch_add(1, Ordering::Relaxed);
         let in_flight = InFlight(ep.clone());
+        // A failure the client's body caused is the client's (`upload`).
+        let (req, upload) = super::upload::track(req);
         let sent = match self.settings.protocol {
             Protocol::Http1 => self.send_h1(&ep, req, timeout).await,
             // Boxed: the HTTP/2 path's state is twice the HTTP/1 one's,
@@ -331,7 +333,10 @@ impl Upstream {
                 .await
                 .unwrap_or_else(|_| Err(self.timed_out(timeout))),
         };
-        sent.map(|res| res.map(|body| body.holding(in_flight)))
+        match (sent, upload) {
+            (Err(e), Some(upload)) => Err(upload.blame(e)),
+            (sent, _) => sent.map(|res| res.map(|body| body.holding(in_flight))),
+        }
     }
 
     /// HTTP/1.1 on an idle connection of the endpoint, else a new one, all

@@ -13,8 +13,18 @@
 //! early); a connection that does not is closed. That is the idle keep-alive
 //! timeout too. While a request is in flight (its handler running, its
 //! response streaming, or its connection switched to a WebSocket tunnel)
-//! there is no deadline. HTTP/2 (its preface seen) has none either: it has
-//! its own keep-alive pings.
+//! there is no deadline.
+//!
+//! HTTP/2 (its preface seen) is held to the same rule with streams for
+//! requests: a connection with no open stream for `limit` is idle, and is
+//! asked to close gracefully (a GOAWAY, through [`ConnInfo::close_requested`]);
+//! one that is still open `limit` later is cut off. Otherwise a few clients
+//! holding silent connections could take every `max_connections` slot.
+//!
+//! Writes: a write to the client that makes no progress for `send_limit`
+//! (a client that does not read its response) fails the connection, so a
+//! slow reader cannot pin it, and the app connections behind it, for ever
+//! (nginx's `send_timeout`).
 
 use std::future::Future;
 use std::io;
@@ -91,6 +101,12 @@ pub(super) struct HeadTimer<I> {
     wait: Option<(u32, Instant)>,
     /// How much of the h2 preface the first bytes matched.
     preface: Preface,
+    /// Longest a write may stay pending.
+    send_limit: Duration,
+    /// Made the first time a write is pending (most connections never see
+    /// one), with whether it runs for the current pending write.
+    send_timer: Option<Pin<Box<Sleep>>>,
+    send_armed: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -101,7 +117,7 @@ enum Preface {
 }
 
 impl<I> HeadTimer<I> {
-    pub(super) fn new(io: I, conn: Arc<ConnInfo>, limit: Duration) -> Self {
+    pub(super) fn new(io: I, conn: Arc<ConnInfo>, limit: Duration, send_limit: Duration) -> Self {
         let now = Instant::now();
         HeadTimer {
             io,
@@ -111,6 +127,37 @@ impl<I> HeadTimer<I> {
             registered: false,
             wait: Some((0, now)),
             preface: Preface::Matched(0),
+            send_limit,
+            send_timer: None,
+            send_armed: false,
+        }
+    }
+
+    /// A write (or flush) that returned `polled`: fails it once it has been
+    /// pending for `send_limit`.
+    fn write_progress<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.send_armed = false;
+            return polled;
+        }
+        if !self.send_armed {
+            self.send_armed = true;
+            let deadline = Instant::now() + self.send_limit;
+            match self.send_timer.as_mut() {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.send_timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        match self.send_timer.as_mut().map(|t| t.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing of the response within the send timeout",
+            ))),
+            _ => Poll::Pending,
         }
     }
 
@@ -134,9 +181,6 @@ impl<I> HeadTimer<I> {
     /// one timeout on, to look again then: a response that ends does not wake
     /// this task, so the timer is what notices the connection went idle.
     fn overdue(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.preface == Preface::Http2 {
-            return false;
-        }
         let since = match (self.conn.requests.idle(), self.wait) {
             (None, _) => {
                 self.wait = None;
@@ -152,9 +196,16 @@ impl<I> HeadTimer<I> {
         };
         if self.timer.is_elapsed() {
             let now = Instant::now();
-            let deadline = since.unwrap_or(now) + self.limit;
+            let mut deadline = since.unwrap_or(now) + self.limit;
             if now >= deadline {
-                return true;
+                // HTTP/2 first gets a graceful close (GOAWAY) and `limit`
+                // to finish it; HTTP/1 is simply closed, between requests.
+                if self.preface != Preface::Http2 || self.conn.close_requested() {
+                    return true;
+                }
+                self.conn.request_close();
+                cx.waker().wake_by_ref();
+                deadline = now + self.limit;
             }
             self.timer.as_mut().reset(deadline);
             self.registered = false;
@@ -199,7 +250,8 @@ impl<I: AsyncRead + Unpin> AsyncRead for HeadTimer<I> {
 
 impl<I: AsyncWrite + Unpin> AsyncWrite for HeadTimer<I> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.write_progress(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -207,7 +259,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for HeadTimer<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.write_progress(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -215,7 +268,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for HeadTimer<I> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        let polled = Pin::new(&mut self.io).poll_flush(cx);
+        self.write_progress(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -236,7 +290,7 @@ mod tests {
 
     fn timed(conn: &Arc<ConnInfo>) -> (HeadTimer<DuplexStream>, DuplexStream) {
         let (server, client) = tokio::io::duplex(1024);
-        (HeadTimer::new(server, conn.clone(), LIMIT), client)
+        (HeadTimer::new(server, conn.clone(), LIMIT, LIMIT), client)
     }
 
     /// `start` was `LIMIT` ago, to tokio's 1 ms timer resolution.
@@ -342,17 +396,53 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn http2_after_its_preface_has_no_head_deadline() {
+    async fn idle_http2_is_asked_to_close_then_cut_off() {
         let conn = conn();
         let (mut io, mut client) = timed(&conn);
         client.write_all(H2_PREFACE).await.unwrap();
         let mut buf = [0u8; 24];
         io.read_exact(&mut buf).await.unwrap();
+        let start = Instant::now();
+        // No stream for LIMIT: a graceful close is asked for, the reads go on.
+        let read = tokio::time::timeout(LIMIT * 3 / 2, io.read(&mut buf)).await;
+        assert!(read.is_err(), "cut off without a graceful close first");
+        assert!(conn.close_requested());
+        // Still open LIMIT after that: cut off.
+        read_until_closed(&mut io).await;
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= 2 * LIMIT && elapsed <= 2 * LIMIT + Duration::from_millis(2),
+            "{elapsed:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http2_with_a_stream_open_is_not_idle() {
+        let conn = conn();
+        let (mut io, mut client) = timed(&conn);
+        client.write_all(H2_PREFACE).await.unwrap();
+        let mut buf = [0u8; 24];
+        io.read_exact(&mut buf).await.unwrap();
+        let stream = OpenRequest::begin(&conn);
         let read = tokio::time::timeout(10 * LIMIT, io.read(&mut buf)).await;
         assert!(
-            read.is_err(),
-            "an HTTP/2 connection was closed for want of a head"
+            read.is_err() && !conn.close_requested(),
+            "closed with a stream open"
         );
+        drop(stream);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_the_client_never_reads_fails_after_the_send_limit() {
+        let conn = conn();
+        let (server, _client) = tokio::io::duplex(64);
+        let mut io = HeadTimer::new(server, conn.clone(), LIMIT, LIMIT / 2);
+        let _request = OpenRequest::begin(&conn);
+        let start = Instant::now();
+        let big = vec![b'x'; 1024];
+        let err = io.write_all(&big).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(start.elapsed() >= LIMIT / 2 && start.elapsed() <= LIMIT / 2 + Duration::from_millis(2));
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,8 +5,8 @@
 //! [`TraceContext::parse`] follows the spec's parsing rules exactly (a value
 //! it rejects must be replaced, never forwarded) and
 //! [`TraceContext::to_header_value`] writes version `00` from a stack buffer
-//! without `format!`. `tracestate` is opaque to kawal and passed through by
-//! the caller.
+//! without `format!`. `tracestate` is bounded and cleaned by [`super::state`],
+//! otherwise passed on as the caller sent it.
 
 use std::fmt;
 

@@ -6,6 +6,7 @@
 pub mod b3;
 pub mod context;
 pub mod export;
+pub mod state;
 
 use http::HeaderMap;
 
@@ -103,8 +104,15 @@ impl Propagator {
     /// Writes the outgoing context, with `parent` (kawal's span for this
     /// hop) as the next hop's parent, in every configured format.
     pub fn inject(&self, trace: &RequestTrace, parent: SpanId, headers: &mut HeaderMap) {
-        if !trace.keep_tracestate && has(headers, &TRACESTATE) {
-            headers.remove(TRACESTATE);
+        if has(headers, &TRACESTATE) {
+            if !trace.keep_tracestate {
+                headers.remove(TRACESTATE);
+            } else if let Some(bounded) = state::bound(values(headers, TRACESTATE)) {
+                match bounded {
+                    Some(v) => headers.insert(TRACESTATE, v),
+                    None => headers.remove(TRACESTATE),
+                };
+            }
         }
         if self.owns_b3 {
             b3::strip(headers);
