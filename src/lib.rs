@@ -15,6 +15,7 @@ pub mod body;
 mod build;
 pub mod cache;
 pub mod config;
+pub mod connect;
 pub mod error;
 pub mod guard;
 pub mod headers;

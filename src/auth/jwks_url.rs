@@ -19,8 +19,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use super::jwt::MAX_JWKS_BYTES;
+use crate::connect::Connector;
 use crate::error::error_chain;
-use crate::proxy::connect::Connector;
 use crate::tls::{ClientTls, ClientTlsFiles, ALPN_HTTP1};
 
 /// Longest a fetch (connect, TLS, response, body) may take.

@@ -5,7 +5,6 @@
 //! the request head, rewriting it for the next hop, answering and logging)
 //! live here because both directions take them the same way.
 
-pub mod connect;
 pub mod exchange;
 pub mod inbound;
 pub mod outbound;

@@ -32,9 +32,9 @@ use tokio::time::Instant;
 
 use crate::body::{BodyError, BoxBody};
 use crate::config::{HostPort, Protocol};
+use crate::connect::{Conn, Connector, TlsConnectError};
 use crate::error::{error_chain, find, ProxyError};
 use crate::headers;
-use crate::proxy::connect::{Conn, Connector, TlsConnectError};
 use crate::proxy::pool::{IdlePool, PooledConn};
 use crate::timer::within;
 use crate::tls::ClientTls;
