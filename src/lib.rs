@@ -239,7 +239,11 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         sink: sink.clone(),
         certs: ArcSwap::from_pointee(certs),
         info,
-        panels: admin::Panels::default(),
+        panels: admin::Panels {
+            guard: guard
+                .clone()
+                .map(|g| -> admin::Panel { Box::new(move || g.panel()) }),
+        },
         caches: ArcSwap::from_pointee(built.caches),
     });
     {

@@ -560,3 +560,30 @@ async fn head_is_answered_from_a_stored_get() {
     assert!(got.header("cache-status").starts_with("kawal; hit"));
     assert_eq!(upstream.hits(), 1);
 }
+
+#[tokio::test]
+async fn the_admin_page_reports_the_cache_in_status_json() {
+    let upstream = Upstream::start(|_req: Request<Incoming>| async move {
+        with(status(200, "stored"), &[("cache-control", "max-age=60")])
+    })
+    .await;
+    let p = kawal(&upstream, "").await;
+    let c = client();
+    for _ in 0..3 {
+        assert_eq!(&get(&c, &p, "/panel").await.body[..], b"stored");
+    }
+    let status: serde_json::Value = c
+        .get(format!("http://{}/status.json", p.admin()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let panel = &status["cache"];
+    assert_eq!(panel["misses"], 1, "{panel}");
+    assert_eq!(panel["hits"], 2, "{panel}");
+    assert_eq!(panel["entries"], 1, "{panel}");
+    assert!(panel["bytesUsed"].as_u64().unwrap() > 0, "{panel}");
+    assert!(status["guard"].is_null(), "no guard configured: {status}");
+}

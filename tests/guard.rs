@@ -184,6 +184,15 @@ async fn one_key_reaches_the_app_once_and_every_repeat_gets_its_response() {
     assert!(count("replayed") >= 50);
     assert_eq!(count("new") + count("replayed") + count("conflict"), 100);
     assert_eq!(proxy.metric("kawal_guard_total{outcome=\"new\"}").await, 1.0);
+    // The admin page's guard panel counts the same.
+    let status: serde_json::Value = reqwest::get(format!("http://{}/status.json", proxy.admin()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["guard"]["replays"], count("replayed"), "{status}");
+    assert_eq!(status["guard"]["conflicts"], count("conflict"), "{status}");
 }
 
 #[tokio::test]

@@ -81,11 +81,11 @@ pub struct Info {
 pub type Panel = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 /// The panels of features that report on the page: each appears in
-/// `/status.json` under its key, and on the page, only when set.
+/// `/status.json` under its key, and on the page, only when set. (The
+/// cache's, `{"hits", "misses", "bytesUsed", "maxBytes", "staleServed",
+/// "entries"}`, is read from the caches in force.)
 #[derive(Default)]
 pub struct Panels {
-    /// `cache`: `{"hits", "misses", "bytesUsed", "maxBytes", "staleServed", "entries"}`.
-    pub cache: Option<Panel>,
     /// `guard`: `{"replays", "duplicates", "conflicts", "outOfOrder"}`.
     pub guard: Option<Panel>,
 }

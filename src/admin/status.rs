@@ -71,11 +71,13 @@ pub fn status(admin: &Admin) -> Value {
         "certificates": certificates,
         "logLinesDropped": admin.sink.dropped(),
     });
-    // The cache and guard panels: present only once those features report.
-    for (key, panel) in [("cache", &admin.panels.cache), ("guard", &admin.panels.guard)] {
-        if let Some(panel) = panel {
-            doc[key] = panel();
-        }
+    // The cache and guard panels: present only where those features are on.
+    let caches = admin.caches.load();
+    if !caches.is_empty() {
+        doc["cache"] = crate::cache::Cache::panel(&caches);
+    }
+    if let Some(panel) = &admin.panels.guard {
+        doc["guard"] = panel();
     }
     doc
 }

@@ -60,6 +60,7 @@ pub struct Cache {
     store: Store,
     flights: Arc<Flights>,
     metrics: CacheMetrics,
+    max_bytes: u64,
 }
 
 /// What the on-request step decided.
@@ -98,6 +99,19 @@ struct Fetch {
 }
 
 impl Cache {
+    /// The admin page's cache panel, summed over `caches`.
+    pub fn panel(caches: &[Arc<Cache>]) -> serde_json::Value {
+        let sum = |f: &dyn Fn(&Cache) -> u64| caches.iter().map(|c| f(c)).sum::<u64>();
+        serde_json::json!({
+            "hits": sum(&|c| c.metrics.hits.get()),
+            "misses": sum(&|c| c.metrics.misses.get()),
+            "staleServed": sum(&|c| c.metrics.stale.get()),
+            "bytesUsed": sum(&|c| c.metrics.bytes.get().max(0) as u64),
+            "entries": sum(&|c| c.metrics.entries.get().max(0) as u64),
+            "maxBytes": sum(&|c| c.max_bytes),
+        })
+    }
+
     /// A cache named `name` (`upstream:NAME`, `inbound`) with checked settings.
     pub fn new(name: &str, cfg: &CacheConfig, families: &metrics::Families) -> Arc<Cache> {
         let metrics = families.handles(name);
@@ -125,6 +139,7 @@ impl Cache {
             lock_timeout: cfg.lock_timeout.0,
             rules,
             store: Store::new(cfg.max_bytes.0, metrics.clone()),
+            max_bytes: cfg.max_bytes.0,
             flights: Arc::new(Flights::default()),
             metrics,
         })

@@ -175,6 +175,22 @@ impl Guard {
         })
     }
 
+    /// The admin page's guard panel.
+    pub fn panel(&self) -> serde_json::Value {
+        let get = |outcome: &str| {
+            OUTCOMES
+                .iter()
+                .position(|o| *o == outcome)
+                .map_or(0, |i| self.counters[i].get())
+        };
+        serde_json::json!({
+            "replays": get("replayed"),
+            "duplicates": get("duplicate"),
+            "conflicts": get("conflict") + get("mismatch"),
+            "outOfOrder": get("stale"),
+        })
+    }
+
     fn count(&self, outcome: &'static str, to: &mut Option<&'static str>) {
         if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
             self.counters[i].inc();
