@@ -166,13 +166,20 @@ fn one_trace_across_both_services_and_the_breaker_opens_when_payment_stops() {
         statuses.len() > 1,
         "the breaker opened only after failures: {statuses:?}"
     );
-    let order = read_lines(&work.join("order-kawal.log"));
-    assert!(
-        order
-            .iter()
-            .any(|l| l["direction"] == "outbound" && l["statusCode"] == 503 && l["error"] == "circuit_open"),
-        "{order:?}"
-    );
+    // Access lines reach the file through kawal's background writer: wait
+    // (bounded) for the refused call's line.
+    let refused = |l: &serde_json::Value| {
+        l["direction"] == "outbound" && l["statusCode"] == 503 && l["error"] == "circuit_open"
+    };
+    let mut order = read_lines(&work.join("order-kawal.log"));
+    for _ in 0..250 {
+        if order.iter().any(refused) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        order = read_lines(&work.join("order-kawal.log"));
+    }
+    assert!(order.iter().any(refused), "{order:?}");
 
     // Stopping the script stops the rest.
     let pids: Vec<String> = ["order-kawal", "payment-kawal", "order-app"]
