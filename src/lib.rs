@@ -273,12 +273,14 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
         metrics: reload_metrics,
     });
     abort_on_shutdown(&mut tasks, &shutdown_rx, watcher);
-    let show = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+    // An absent listener (or a config given as text) is omitted, not "".
+    let show = |a: Option<SocketAddr>| a.map(|a| a.to_string());
     tracing::info!(
+        event = "started",
         version = env!("CARGO_PKG_VERSION"),
-        config = %cfg.source.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
-        inbound = %show(inbound_addr),
-        outbound = %show(outbound_addr),
+        config = cfg.source.as_deref().map(|p| p.display().to_string()).as_deref(),
+        inbound = show(inbound_addr).as_deref(),
+        outbound = show(outbound_addr).as_deref(),
         admin = %admin_addr,
         "kawal started"
     );
@@ -439,6 +441,6 @@ impl Kawal {
         if let Some((exporter, bound)) = self.exporter {
             let _ = tokio::time::timeout(bound, exporter).await;
         }
-        tracing::info!("kawal stopped");
+        tracing::info!(event = "stopped", ended = "drained", "kawal stopped");
     }
 }

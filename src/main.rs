@@ -60,7 +60,14 @@ fn main() -> ExitCode {
         let reloader = kawal.reloader();
         match signals.serve(kawal, move || reloader.reload()).await {
             Ended::Drained => ExitCode::SUCCESS,
-            Ended::Cut => ExitCode::from(130),
+            Ended::Cut => {
+                tracing::warn!(
+                    event = "stopped",
+                    ended = "cut",
+                    "kawal stopped by a second signal, without draining"
+                );
+                ExitCode::from(130)
+            }
         }
     })
 }

@@ -213,6 +213,27 @@ async fn process_events_are_json_with_the_access_lines_key_order() {
         assert_eq!(keys[..3], ["timestamp", "level", "serviceName"], "{line}");
     }
     let events: Vec<_> = lines.iter().filter(|l| l["direction"].is_null()).collect();
+    // The start line names the version, the config file and the listeners
+    // there are (no outbound here: omitted, not ""); the stop line says how.
+    let started = events
+        .iter()
+        .find(|e| e["event"] == "started")
+        .expect("a start line");
+    assert_eq!(started["version"], env!("CARGO_PKG_VERSION"), "{started}");
+    assert!(
+        started["config"].as_str().unwrap().ends_with("kawal.toml"),
+        "{started}"
+    );
+    assert!(
+        started["inbound"].is_string() && started["admin"].is_string(),
+        "{started}"
+    );
+    assert!(started.get("outbound").is_none(), "{started}");
+    let stopped = events
+        .iter()
+        .find(|e| e["event"] == "stopped")
+        .expect("a stop line");
+    assert_eq!(stopped["ended"], "drained", "{stopped}");
     assert!(
         events.iter().any(|e| e["event"] == "invalid_rust_log"),
         "{stdout}"
