@@ -11,18 +11,20 @@
 #   bench/guard.sh               # DUR=5 ROUNDS=4 CONNS=32, kawal + app on cpu1, wrk + redis on cpu0
 #
 # Needs: wrk, redis-server (apt-get install -y wrk redis-server), the upstream
-# from ../shared/bench/upstream.
+# of bench/peers/upstream (built here when missing). KAWAL=path/to/kawal
+# measures that binary instead of building target/release/kawal.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${DUR:-5}; ROUNDS=${ROUNDS:-4}; CONNS=${CONNS:-32}; LG_CPU=${LG_CPU:-0}; SUT_CPU=${SUT_CPU:-1}
 UP_PORT=${UP_PORT:-18180}; REDIS_PORT=${REDIS_PORT:-18189}; BASE=${BASE:-18181}
-SHARED=${SHARED:-../shared/bench}
+PEERS_DIR=bench/peers
 for tool in wrk redis-server; do
   command -v "$tool" >/dev/null || { echo "$tool missing: apt-get install -y $tool" >&2; exit 1; }
 done
-cargo build --release -q --bin kawal
-UPSTREAM_BIN=$SHARED/upstream/target/release/pb-upstream
-[ -x "$UPSTREAM_BIN" ] || (cd "$SHARED/upstream" && cargo build --release -q)
+KAWAL=${KAWAL:-}
+[ -n "$KAWAL" ] || { cargo build --release -q --bin kawal; KAWAL=target/release/kawal; }
+UPSTREAM_BIN=$PEERS_DIR/upstream/target/release/pb-upstream
+[ -x "$UPSTREAM_BIN" ] || (cd "$PEERS_DIR/upstream" && cargo build --release -q)
 
 tmp=$(mktemp -d /tmp/kawal-guard-bench.XXXXXX)
 pids=()
@@ -63,7 +65,7 @@ $guard
 [log]
 level = "warn"
 T
-  taskset -c "$SUT_CPU" target/release/kawal --config "$tmp/$name.toml" >"$tmp/$name.log" 2>&1 &
+  taskset -c "$SUT_CPU" "$KAWAL" --config "$tmp/$name.toml" >"$tmp/$name.log" 2>&1 &
   pids+=($!); kpid[$name]=$!
 done
 for name in "${names[@]}"; do
