@@ -8,6 +8,7 @@
 #   bench/s3-ab.sh OLD_BIN NEW_BIN          # DUR=5 ROUNDS=6 CONNS=32
 #   INSTR=1 bench/s3-ab.sh OLD_BIN NEW_BIN  # instructions per request instead
 #   KEEP=DIR INSTR=1 ...                    # and keep the callgrind profiles
+#   NEW_LOG=info bench/s3-ab.sh BIN BIN     # access logs off (old) vs on (new), one binary
 #
 # INSTR=1 runs each pair under callgrind with one connection (no batching) and
 # prints user-space instructions per request for A and B: the same figure run
@@ -35,6 +36,10 @@ taskset -c "$SUT_CPU" "$UPSTREAM_BIN" "127.0.0.1:$BASE" >"$tmp/upstream.log" 2>&
 
 pair() { # name bin a_port b_port
   local name=$1 bin=$2 a=$3 b=$4
+  # OLD_LOG / NEW_LOG: each side's [log] level ("info" writes access lines).
+  local level=warn
+  [ "$name" = old ] && level=${OLD_LOG:-warn}
+  [ "$name" = new ] && level=${NEW_LOG:-warn}
   cat >"$tmp/$name-b.toml" <<T
 [service]
 name = "b"
@@ -48,7 +53,7 @@ cert = "$tmp/pki/b.crt"
 key = "$tmp/pki/b.key"
 client_ca = "$tmp/pki/ca.crt"
 [log]
-level = "warn"
+level = "$level"
 T
   cat >"$tmp/$name-a.toml" <<T
 [service]
@@ -66,7 +71,7 @@ cert = "$tmp/pki/a.crt"
 key = "$tmp/pki/a.key"
 server_identity = "spiffe://test/ns/default/sa/b"
 [log]
-level = "warn"
+level = "$level"
 T
   local wrap=()
   [ -n "${INSTR:-}" ] && wrap=(valgrind --tool=callgrind "--callgrind-out-file=$tmp/$name-%p.cg")
