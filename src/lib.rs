@@ -186,12 +186,12 @@ pub async fn start(cfg: Config, sink: Sink) -> Result<Kawal, StartError> {
     for task in built.background {
         abort_on_shutdown(&mut tasks, &shutdown_rx, task);
     }
-    // Each direction's state is loaded per request, so a reload swaps it
-    // under open connections.
     // Reloads keep these handles (build::build reuses them), so the page's
     // figures run on across a reload.
     let inbound_metrics = built.inbound.as_ref().map(|i| i.metrics.clone());
     let unrouted = built.outbound.as_ref().map(|o| o.unrouted.clone());
+    // Each direction's state is loaded per request, so a reload swaps it
+    // under open connections.
     let inbound = built.inbound.map(|i| Arc::new(ArcSwap::new(i)));
     let outbound = built.outbound.map(|o| Arc::new(ArcSwap::new(o)));
     if let (Some(listener), Some(current)) = (inbound_listener, inbound.clone()) {

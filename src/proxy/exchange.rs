@@ -180,37 +180,40 @@ impl Exchange {
         metrics: RouteMetrics,
     ) -> Response<ClientBody> {
         let mut open_request = Some(open_request);
-        let result = match result {
-            Ok(Reply::Upstream(res)) => self.switch_protocols(res, &mut open_request).map(|res| {
+        // One split of the response into head and body, whichever it is.
+        let reply = result.and_then(|reply| match reply {
+            Reply::Upstream(res) => {
+                let (parts, body) = self.switch_protocols(res, &mut open_request)?.into_parts();
                 self.upstream_head = Some(self.started.elapsed());
-                let (parts, body) = res.into_parts();
                 let idle = shared.limits.body_idle_timeout.0;
-                let body = GuardedBody::new(body, u64::MAX, idle, None);
-                Response::from_parts(parts, ResponseBody::Upstream(body))
-            }),
-            Ok(Reply::Own(res)) => Ok(res.map(|b| ResponseBody::Own((!b.is_empty()).then_some(b)))),
-            Err(e) => Err(e),
-        };
-        let res = match result {
-            Ok(res) => {
-                let switched = res.status() == StatusCode::SWITCHING_PROTOCOLS;
-                let (mut parts, body) = res.into_parts();
+                Ok((
+                    parts,
+                    ResponseBody::Upstream(GuardedBody::new(body, u64::MAX, idle, None)),
+                ))
+            }
+            Reply::Own(res) => {
+                let (parts, bytes) = res.into_parts();
+                Ok((parts, ResponseBody::Own((!bytes.is_empty()).then_some(bytes))))
+            }
+        });
+        let (mut parts, body) = match reply {
+            Ok((mut parts, body)) => {
                 headers::strip_hop_by_hop(&mut parts.headers);
-                if switched {
+                if parts.status == StatusCode::SWITCHING_PROTOCOLS {
                     headers::set_websocket_upgrade(&mut parts.headers);
                 }
                 // The upstream's HTTP version is its own business: the client
                 // gets what its connection speaks (hyper adapts from 1.1).
                 parts.version = http::Version::HTTP_11;
-                Response::from_parts(parts, body)
+                (parts, body)
             }
             Err(err) => {
                 let trace_id = self.trace.trace_id.to_string();
                 self.error = Some((err.kind(), err.to_string()));
-                err.to_response(&trace_id).map(|b| ResponseBody::Own(Some(b)))
+                let (parts, bytes) = err.to_response(&trace_id).into_parts();
+                (parts, ResponseBody::Own(Some(bytes)))
             }
         };
-        let (mut parts, body) = res.into_parts();
         self.trace.stamp_response(&mut parts.headers);
         let mut phases = std::mem::take(&mut self.phases);
         for phase in &mut phases {
