@@ -30,7 +30,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rand::Rng;
 use tokio::time::Instant;
 
-use crate::body::{BodyError, BoxBody};
+use crate::body::BoxBody;
 use crate::config::{HostPort, Protocol};
 use crate::connect::{Conn, Connector, TlsConnectError};
 use crate::error::{error_chain, find, ProxyError};
@@ -498,11 +498,9 @@ impl Upstream {
     /// Maps a failed exchange to what happened, for the status and the log;
     /// `connect`: the connection was never established.
     fn classify(&self, err: &(dyn std::error::Error + 'static), connect: bool) -> ProxyError {
+        // A failure of the client's own request body is re-blamed by
+        // `upload`, which saw it happen.
         let upstream = self.name.to_string();
-        // The client's own request body may be why the exchange failed.
-        if let Some(e) = find::<BodyError>(err).copied() {
-            return e.into();
-        }
         let cause = error_chain(err);
         if let Some(tls) = find::<TlsConnectError>(err) {
             return ProxyError::UpstreamTls {
