@@ -390,12 +390,11 @@ impl Finish {
             return;
         };
         access_log.write(&AccessLine {
-            timestamp: crate::log::now_rfc3339(),
-            level: "info",
+            timestamp: std::time::SystemTime::now(),
             service_name: &self.shared.service,
-            trace_id: e.trace.trace_id.to_string(),
-            span_id: e.trace.span_id.to_string(),
-            parent_span_id: e.trace.parent_id.map(|p| p.to_string()),
+            trace_id: e.trace.trace_id,
+            span_id: e.trace.span_id,
+            parent_span_id: e.trace.parent_id,
             direction: e.direction.as_str(),
             method: e.method.as_str(),
             path: e.uri.path(),
@@ -407,11 +406,11 @@ impl Finish {
                 .as_ref()
                 .map(|ua| truncated(ua.as_bytes(), MAX_USER_AGENT)),
             status_code: self.status,
-            duration: crate::log::millis(elapsed),
+            duration: elapsed,
             upstream: e.upstream.as_deref(),
             attempts: e.attempts.count,
             endpoint: e.attempts.endpoint,
-            upstream_head_duration: e.upstream_head.map(crate::log::millis),
+            upstream_head_duration: e.upstream_head,
             retried: &e.attempts.retried,
             user_id: e.user_id.as_deref(),
             peer_identity: e.peer_identity.as_deref(),
