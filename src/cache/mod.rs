@@ -45,8 +45,7 @@ use self::store::{Entry, Store};
 use crate::config::CacheConfig;
 use crate::error::ProxyError;
 use crate::matcher::RouteMatch;
-use crate::proxy::upstream::UpstreamBody;
-use crate::proxy::{Exchange, Reply};
+use crate::phase::ResponsePhases;
 
 /// One cache: its settings, store, in-flight fetches and metrics.
 pub struct Cache {
@@ -69,6 +68,15 @@ pub enum Step {
     Answer(Response<Bytes>),
     /// Go upstream; hand this to [`Cache::after_forward`].
     Forward(Pending),
+}
+
+/// What the after-forward step answers with.
+pub enum Answer<B> {
+    /// The upstream's response (its `Cache-Status` set), with the phases
+    /// that store it as it streams when it is storable.
+    Upstream(Response<B>, Option<Box<dyn ResponsePhases>>),
+    /// A stored response.
+    Stored(Response<Bytes>),
 }
 
 /// What the after-forward step needs to know about the request.
@@ -163,12 +171,12 @@ impl Cache {
     /// Step "cache", on request. `parts` is the request as it will be
     /// forwarded (its `uri` the normalized target); `authority` its host.
     /// `refresh` sends a background refresh request and collects the answer
-    /// (called only when one is due).
+    /// (called only when one is due). `noted` is the access line's `cache`.
     pub async fn on_request<F, Fut>(
         self: &Arc<Self>,
         parts: &mut Parts,
         authority: &str,
-        ex: &mut Exchange,
+        noted: &mut Option<&'static str>,
         refresh: F,
     ) -> Result<Step, ProxyError>
     where
@@ -177,7 +185,7 @@ impl Cache {
     {
         let method = &parts.method;
         if *method != Method::GET && *method != Method::HEAD {
-            ex.cache = Some("bypass");
+            *noted = Some("bypass");
             let kind = match method.is_safe() {
                 true => Kind::Bypass,
                 false => Kind::Unsafe {
@@ -197,7 +205,7 @@ impl Cache {
                 .get(header::CONTENT_LENGTH)
                 .is_some_and(|v| v != "0");
         if rule.is_some_and(|r| !r.1) || body || parts.headers.contains_key(header::UPGRADE) {
-            ex.cache = Some("bypass");
+            *noted = Some("bypass");
             return Ok(Step::Forward(Pending(Kind::Bypass)));
         }
         let default_ttl = rule.and_then(|r| r.2).or(self.default_ttl);
@@ -230,7 +238,7 @@ impl Cache {
                     let headers = parts.headers.clone();
                     self.spawn_refresh(&entry, primary, default_ttl, headers, refresh(req));
                 }
-                ex.cache = Some(field);
+                *noted = Some(field);
                 let res = answer::from_entry(&entry, method, &parts.headers, status);
                 return Ok(Step::Answer(res));
             }
@@ -261,7 +269,7 @@ impl Cache {
                     if let Some(e) = coalesce::wait(rx, self.lock_timeout).await {
                         if self.fits(&e, &fetch.primary, &parts.headers) {
                             self.metrics.coalesced.inc();
-                            ex.cache = Some("coalesced");
+                            *noted = Some("coalesced");
                             let status = "fwd=uri-miss; collapsed";
                             return Ok(Step::Answer(answer::from_entry(
                                 &e,
@@ -280,7 +288,7 @@ impl Cache {
         } else {
             self.metrics.misses.inc();
         }
-        ex.cache = Some("miss");
+        *noted = Some("miss");
         Ok(Step::Forward(Pending(Kind::Fetch(Box::new(fetch)))))
     }
 
@@ -294,17 +302,17 @@ impl Cache {
     }
 
     /// Step "cache", after forward: see the module doc.
-    pub fn after_forward(
+    pub fn after_forward<B>(
         self: &Arc<Self>,
         pending: Pending,
-        result: Result<Response<UpstreamBody>, ProxyError>,
-        ex: &mut Exchange,
-    ) -> Result<Reply, ProxyError> {
+        result: Result<Response<B>, ProxyError>,
+        noted: &mut Option<&'static str>,
+    ) -> Result<Answer<B>, ProxyError> {
         let f = match pending.0 {
             Kind::Bypass => {
                 return result.map(|mut res| {
                     answer::set_status(res.headers_mut(), "fwd=bypass");
-                    Reply::Upstream(res)
+                    Answer::Upstream(res, None)
                 })
             }
             Kind::Unsafe { primary, authority } => {
@@ -314,14 +322,18 @@ impl Cache {
                             .invalidate_after_write(&primary, &authority, res.headers());
                     }
                 }
-                return result.map(Reply::Upstream);
+                return result.map(|res| Answer::Upstream(res, None));
             }
             Kind::Fetch(f) => f,
         };
         let mut res = match result {
             Ok(res) if !is_error(res.status()) => res,
-            Ok(res) => return Ok(self.stale_on_error(&f, ex).unwrap_or(Reply::Upstream(res))),
-            Err(e) => return self.stale_on_error(&f, ex).ok_or(e),
+            Ok(res) => {
+                return Ok(self
+                    .stale_on_error(&f, noted)
+                    .unwrap_or(Answer::Upstream(res, None)))
+            }
+            Err(e) => return self.stale_on_error(&f, noted).ok_or(e),
         };
         let took = f.started.elapsed();
         if let (StatusCode::NOT_MODIFIED, Some(stale), true) = (res.status(), &f.stale, f.conditional) {
@@ -336,9 +348,9 @@ impl Cache {
             if let Some(leader) = f.leader {
                 leader.finish(coalesce::Outcome::Stored(entry.clone()));
             }
-            ex.cache = Some("revalidated");
+            *noted = Some("revalidated");
             let status = "fwd=stale; fwd-status=304; stored";
-            return Ok(Reply::Own(answer::from_entry(
+            return Ok(Answer::Stored(answer::from_entry(
                 &entry,
                 &f.method,
                 &f.req_headers,
@@ -360,7 +372,7 @@ impl Cache {
                 self.store.invalidate(&f.primary);
             }
             answer::set_status(res.headers_mut(), &format!("fwd={}; detail=head", f.fwd));
-            return Ok(Reply::Upstream(res));
+            return Ok(Answer::Upstream(res, None));
         }
         let (mut head, body) = res.into_parts();
         let declared = head
@@ -378,17 +390,17 @@ impl Cache {
                 took,
             ),
         };
-        match storable {
+        let fill: Option<Box<dyn ResponsePhases>> = match storable {
             Ok(entry_head) => {
                 answer::set_status(&mut head.headers, &format!("fwd={}; stored", f.fwd));
-                ex.watch(Box::new(fill::Collector {
+                Some(Box::new(fill::Collector {
                     cache: self.clone(),
                     primary: f.primary,
                     head: Some(entry_head),
                     chunks: Vec::new(),
                     size: 0,
                     leader: f.leader,
-                }));
+                }))
             }
             Err(why) => {
                 if f.stale.is_some() && head.status.is_success() {
@@ -396,13 +408,14 @@ impl Cache {
                 }
                 answer::set_status(&mut head.headers, &format!("fwd={}; detail={why}", f.fwd));
                 // The leader goes with `f`: its waiters go upstream themselves.
+                None
             }
-        }
-        Ok(Reply::Upstream(Response::from_parts(head, body)))
+        };
+        Ok(Answer::Upstream(Response::from_parts(head, body), fill))
     }
 
     /// The stale entry for a failed fetch, where stale-if-error allows it.
-    fn stale_on_error(&self, f: &Fetch, ex: &mut Exchange) -> Option<Reply> {
+    fn stale_on_error<B>(&self, f: &Fetch, noted: &mut Option<&'static str>) -> Option<Answer<B>> {
         let stale = f.stale.as_ref()?;
         if !stale
             .freshness
@@ -411,9 +424,9 @@ impl Cache {
             return None;
         }
         self.metrics.stale.inc();
-        ex.cache = Some("stale");
+        *noted = Some("stale");
         let status = "fwd=stale; detail=stale-if-error";
-        Some(Reply::Own(answer::from_entry(
+        Some(Answer::Stored(answer::from_entry(
             stale,
             &f.method,
             &f.req_headers,

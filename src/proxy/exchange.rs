@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use super::upstream::UpstreamBody;
 use super::Shared;
 use crate::body::{BoxError, ByteCount, GuardedBody};
+use crate::cache::{self, Cache};
 use crate::error::ProxyError;
 use crate::headers;
 use crate::log::{AccessLine, RetriedAttempt};
@@ -167,6 +168,23 @@ impl Exchange {
     /// callbacks run on this request's response.
     pub fn watch(&mut self, phases: Box<dyn ResponsePhases>) {
         self.phases.push(phases);
+    }
+
+    /// The cache's after-forward step (see [`Cache::after_forward`]) on
+    /// the upstream's answer.
+    pub fn cached(
+        &mut self,
+        cache: &Arc<Cache>,
+        pending: cache::Pending,
+        res: Result<Response<UpstreamBody>, ProxyError>,
+    ) -> Result<Reply, ProxyError> {
+        Ok(match cache.after_forward(pending, res, &mut self.cache)? {
+            cache::Answer::Stored(res) => Reply::Own(res),
+            cache::Answer::Upstream(res, fill) => {
+                self.phases.extend(fill);
+                Reply::Upstream(res)
+            }
+        })
     }
 
     /// Step: answer the client with the reply or the rescued error; the

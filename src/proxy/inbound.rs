@@ -134,7 +134,7 @@ impl Inbound {
                         .and_then(|a| a.to_str().ok())
                         .unwrap_or_default();
                     let refresh = |req| self.refresh(req, cache.max_object());
-                    match cache.on_request(&mut parts, host, &mut ex, refresh).await? {
+                    match cache.on_request(&mut parts, host, &mut ex.cache, refresh).await? {
                         cache::Step::Answer(res) => return Ok(Reply::Own(res)),
                         cache::Step::Forward(pending) => Some((cache, pending)),
                     }
@@ -147,7 +147,7 @@ impl Inbound {
             let req = Request::from_parts(parts, body);
             let res = self.app.send(req, self.timeout, &mut ex.attempts.endpoint).await;
             match pending {
-                Some((cache, pending)) => cache.after_forward(pending, res, &mut ex),
+                Some((cache, pending)) => ex.cached(cache, pending, res),
                 None => Ok::<_, ProxyError>(Reply::from(res?)),
             }
         }

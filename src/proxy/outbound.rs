@@ -129,7 +129,7 @@ impl Outbound {
                 Some(cache) => {
                     let host = authority.to_str().unwrap_or_default();
                     let refresh = |req| route.refresh(req, &self.shared, cache.max_object());
-                    match cache.on_request(&mut parts, host, &mut ex, refresh).await? {
+                    match cache.on_request(&mut parts, host, &mut ex.cache, refresh).await? {
                         Step::Answer(res) => return Ok(Reply::Own(res)),
                         Step::Forward(pending) => Some((cache, pending)),
                     }
@@ -147,7 +147,7 @@ impl Outbound {
             };
             let res = route.resilience.send(&route.upstream, parts, body, attempt).await;
             match pending {
-                Some((cache, pending)) => cache.after_forward(pending, res, &mut ex),
+                Some((cache, pending)) => ex.cached(cache, pending, res),
                 None => Ok::<_, ProxyError>(Reply::from(res?)),
             }
         }
