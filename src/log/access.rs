@@ -18,6 +18,14 @@ use crate::trace::{SpanId, TraceId};
 
 use super::Sink;
 
+/// `,"key":`, the start of a member after the object's first, made at
+/// compile time (keys are kawal's own and need no escaping).
+macro_rules! member {
+    ($key:literal) => {
+        concat!(",\"", $key, "\":")
+    };
+}
+
 /// One access log line (ARCHITECTURE.md, "Access log"; docs/logging.md).
 /// Only the path is logged, never the query string, headers or bodies: they
 /// may carry secrets.
@@ -134,31 +142,31 @@ impl AccessLine<'_> {
         write_timestamp(out, self.timestamp);
         out.extend_from_slice(b"\",\"level\":\"info\"");
         let mut o = Object(out);
-        o.str("serviceName", self.service_name);
-        o.raw_str("traceId", &self.trace_id.to_hex());
-        o.raw_str("spanId", &self.span_id.to_hex());
+        o.str(member!("serviceName"), self.service_name);
+        o.raw_str(member!("traceId"), &self.trace_id.to_hex());
+        o.raw_str(member!("spanId"), &self.span_id.to_hex());
         if let Some(parent) = self.parent_span_id {
-            o.raw_str("parentSpanId", &parent.to_hex());
+            o.raw_str(member!("parentSpanId"), &parent.to_hex());
         }
-        o.raw_str("direction", self.direction.as_bytes());
-        o.str("method", self.method);
-        o.str("path", self.path);
-        o.opt_str("authority", self.authority);
-        o.raw_str("protocol", self.protocol.as_bytes());
-        o.addr("clientAddress", self.client_address);
-        o.opt_str("userAgent", self.user_agent);
-        o.uint("statusCode", self.status_code);
-        o.millis("duration", self.duration);
-        o.opt_str("upstream", self.upstream);
-        o.uint("attempts", self.attempts);
+        o.raw_str(member!("direction"), self.direction.as_bytes());
+        o.str(member!("method"), self.method);
+        o.str(member!("path"), self.path);
+        o.opt_str(member!("authority"), self.authority);
+        o.raw_str(member!("protocol"), self.protocol.as_bytes());
+        o.addr(member!("clientAddress"), self.client_address);
+        o.opt_str(member!("userAgent"), self.user_agent);
+        o.uint(member!("statusCode"), self.status_code);
+        o.millis(member!("duration"), self.duration);
+        o.opt_str(member!("upstream"), self.upstream);
+        o.uint(member!("attempts"), self.attempts);
         if let Some(endpoint) = self.endpoint {
-            o.addr("endpoint", endpoint);
+            o.addr(member!("endpoint"), endpoint);
         }
         if let Some(head) = self.upstream_head_duration {
-            o.millis("upstreamHeadDuration", head);
+            o.millis(member!("upstreamHeadDuration"), head);
         }
         if !self.retried.is_empty() {
-            o.key("retried");
+            o.key(member!("retried"));
             o.0.push(b'[');
             for (i, attempt) in self.retried.iter().enumerate() {
                 if i > 0 {
@@ -168,17 +176,17 @@ impl AccessLine<'_> {
             }
             o.0.push(b']');
         }
-        o.opt_str("userId", self.user_id);
-        o.opt_str("peerIdentity", self.peer_identity);
+        o.opt_str(member!("userId"), self.user_id);
+        o.opt_str(member!("peerIdentity"), self.peer_identity);
         if let Some(rule) = self.authz_rule {
-            o.uint("authzRule", rule);
+            o.uint(member!("authzRule"), rule);
         }
-        o.opt_str("cache", self.cache);
-        o.opt_str("guard", self.guard);
-        o.uint("bytesIn", self.bytes_in);
-        o.uint("bytesOut", self.bytes_out);
-        o.opt_str("error", self.error);
-        o.opt_str("errorDetail", self.error_detail);
+        o.opt_str(member!("cache"), self.cache);
+        o.opt_str(member!("guard"), self.guard);
+        o.uint(member!("bytesIn"), self.bytes_in);
+        o.uint(member!("bytesOut"), self.bytes_out);
+        o.opt_str(member!("error"), self.error);
+        o.opt_str(member!("errorDetail"), self.error_detail);
         o.0.push(b'}');
     }
 
@@ -234,13 +242,13 @@ impl RetriedAttempt {
         let start = out.len();
         let mut o = Object(out);
         if let Some(endpoint) = self.endpoint {
-            o.addr("endpoint", endpoint);
+            o.addr(member!("endpoint"), endpoint);
         }
         if let Some(status) = self.status {
-            o.uint("status", status);
+            o.uint(member!("status"), status);
         }
         if let Some(error) = self.error {
-            o.str("error", error);
+            o.str(member!("error"), error);
         }
         // Each member began with a comma: the first one's becomes the brace.
         match out.get_mut(start) {
@@ -251,15 +259,13 @@ impl RetriedAttempt {
     }
 }
 
-/// Members of a JSON object after its first: each call writes `,"key":value`.
+/// Members of a JSON object after its first: each call writes a
+/// [`member!`] and its value.
 struct Object<'a>(&'a mut Vec<u8>);
 
 impl Object<'_> {
-    /// `,"key":`; keys are kawal's own and need no escaping.
-    fn key(&mut self, key: &'static str) {
-        self.0.extend_from_slice(b",\"");
-        self.0.extend_from_slice(key.as_bytes());
-        self.0.extend_from_slice(b"\":");
+    fn key(&mut self, member: &'static str) {
+        self.0.extend_from_slice(member.as_bytes());
     }
 
     fn str(&mut self, key: &'static str, value: &str) {

@@ -386,9 +386,9 @@ mod tests {
     fn records_by_code_and_only_codes_seen() {
         let m = Metrics::default();
         let r = m.route("outbound", "payment");
-        r.record(200, Duration::from_millis(3));
-        r.record(503, Duration::from_millis(3));
-        r.record(503, Duration::from_millis(3));
+        r.record(200, Duration::from_millis(3), std::time::Instant::now());
+        r.record(503, Duration::from_millis(3), std::time::Instant::now());
+        r.record(503, Duration::from_millis(3), std::time::Instant::now());
         let text = m.render(0);
         assert!(
             text.contains(r#"kawal_requests_total{direction="outbound",upstream="payment",code="503"} 2"#),

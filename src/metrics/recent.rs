@@ -65,9 +65,14 @@ impl Default for Recent {
 }
 
 impl Recent {
-    /// Counts one response of status class `class` (0 = 1xx .. 4 = 5xx).
-    pub fn record(&self, class: usize, elapsed: Duration) {
-        self.record_at(self.start.elapsed().as_secs(), class, elapsed);
+    /// Counts one response of status class `class` (0 = 1xx .. 4 = 5xx)
+    /// that ended at `now` (the caller's clock reading, not another one).
+    pub fn record(&self, class: usize, elapsed: Duration, now: Instant) {
+        self.record_at(
+            now.saturating_duration_since(self.start).as_secs(),
+            class,
+            elapsed,
+        );
     }
 
     fn record_at(&self, now_secs: u64, class: usize, elapsed: Duration) {

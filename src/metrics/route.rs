@@ -93,8 +93,8 @@ impl RouteMetrics {
         }))
     }
 
-    /// Counts one finished request.
-    pub fn record(&self, status: u16, elapsed: Duration) {
+    /// Counts one finished request, which took `elapsed` and ended `now`.
+    pub fn record(&self, status: u16, elapsed: Duration, now: std::time::Instant) {
         let r = &*self.0;
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         let labels = || CodeLabels {
@@ -118,7 +118,7 @@ impl RouteMetrics {
                 })
             })
             .observe(elapsed.as_secs_f64());
-        r.recent.record(class, elapsed);
+        r.recent.record(class, elapsed, now);
     }
 
     /// Counts a request refused by the allow rules (inbound).
@@ -177,13 +177,14 @@ impl Route {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn a_code_gets_one_slot_and_overflow_still_counts() {
         let m = super::super::Metrics::default();
         let r = m.route("outbound", "svc");
         for code in (200..220).chain(200..220) {
-            r.record(code, Duration::from_millis(1));
+            r.record(code, Duration::from_millis(1), Instant::now());
         }
         let totals = r.totals();
         assert_eq!(totals.by_code.len(), CODE_SLOTS);
@@ -201,7 +202,7 @@ mod tests {
             for _ in 0..4 {
                 s.spawn(|| {
                     for i in 0..2_000u16 {
-                        r.record(200 + i % 8, Duration::ZERO);
+                        r.record(200 + i % 8, Duration::ZERO, Instant::now());
                     }
                 });
             }

@@ -137,8 +137,15 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// Starts the record of one request from `client`.
-    pub fn new(direction: Direction, parts: &Parts, client: SocketAddr, trace: RequestTrace) -> Exchange {
+    /// Starts the record of one request from `client`; `logged`: whether
+    /// an access line will be written (what only it needs is not kept otherwise).
+    pub fn new(
+        direction: Direction,
+        parts: &Parts,
+        client: SocketAddr,
+        trace: RequestTrace,
+        logged: bool,
+    ) -> Exchange {
         Exchange {
             direction,
             started: Instant::now(),
@@ -147,7 +154,9 @@ impl Exchange {
             uri: parts.uri.clone(),
             version: parts.version,
             client,
-            user_agent: headers::first(&parts.headers, &http::header::USER_AGENT).cloned(),
+            user_agent: logged
+                .then(|| headers::first(&parts.headers, &http::header::USER_AGENT).cloned())
+                .flatten(),
             authority: None,
             upstream: None,
             attempts: Attempts::default(),
@@ -394,8 +403,9 @@ pub struct Finish {
 impl Finish {
     fn write(&self, bytes_out: u64, broken: Option<&str>) {
         let e = &self.exchange;
-        let elapsed = e.started.elapsed();
-        self.metrics.record(self.status, elapsed);
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(e.started);
+        self.metrics.record(self.status, elapsed, now.into_std());
         let (error, detail) = match (&e.error, broken) {
             (Some((kind, detail)), _) => (Some(*kind), Some(detail.as_str())),
             (None, Some(detail)) => (Some("response_aborted"), Some(detail)),

@@ -73,7 +73,13 @@ impl Inbound {
         let (mut parts, body) = req.into_parts();
         // 1. trace
         let trace = self.shared.propagator.start(&parts.headers);
-        let mut ex = Exchange::new(Direction::Inbound, &parts, conn.peer, trace);
+        let mut ex = Exchange::new(
+            Direction::Inbound,
+            &parts,
+            conn.peer,
+            trace,
+            self.shared.access_log.is_some(),
+        );
         ex.peer_identity = conn.identity.clone();
 
         let result = async {

@@ -99,7 +99,13 @@ impl Outbound {
         let (mut parts, body) = req.into_parts();
         // 1. trace
         let trace = self.shared.propagator.start(&parts.headers);
-        let mut ex = Exchange::new(Direction::Outbound, &parts, open_request.peer, trace);
+        let mut ex = Exchange::new(
+            Direction::Outbound,
+            &parts,
+            open_request.peer,
+            trace,
+            self.shared.access_log.is_some(),
+        );
         if let Some(name) = &self.user_header {
             ex.user_id = parts
                 .headers
