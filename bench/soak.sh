@@ -25,10 +25,11 @@ m=re.fullmatch(r'(\d+)(s|m|h)?','$DURATION') or sys.exit('bad DURATION: $DURATIO
 print(int(m[1])*{'s':1,None:1,'m':60,'h':3600}[m[2]])")
 PROFILE=${PROFILE:-release}; WORKERS=${WORKERS:-12}
 APP_PORT=${APP_PORT:-19180}; IN_PORT=${IN_PORT:-19181}; OUT_PORT=${OUT_PORT:-19182}; ADMIN_PORT=${ADMIN_PORT:-19183}
+target=${CARGO_TARGET_DIR:-target}
 if [ "$PROFILE" = release ]; then
-  cargo build --release -q --bin kawal --example soak; bin=target/release
+  cargo build --release -q --bin kawal --example soak; bin=$target/release
 else
-  cargo build -q --bin kawal --example soak; bin=target/debug
+  cargo build -q --bin kawal --example soak; bin=$target/debug
 fi
 stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
 out=bench/results/soak-$stamp
@@ -62,7 +63,7 @@ open_for = "2s"
 [limits]
 request_head_timeout = "5s"
 [log]
-level = "warn"
+level = "info"
 T
 "$bin/examples/soak" upstream "127.0.0.1:$APP_PORT" 2>"$tmp/app.err" & pids+=($!)
 "$bin/kawal" --config "$tmp/kawal.toml" >"$tmp/kawal.out" 2>"$tmp/kawal.err" & kpid=$!; pids+=($kpid)
@@ -86,6 +87,7 @@ while kill -0 "$lpid" 2>/dev/null; do
 done
 wait "$lpid" || true
 end_load=$(( $(date +%s) - start ))
+[ "$end_load" -ge "$secs" ] || { echo "the load ended early, after $end_load s:" >&2; tail -20 "$tmp/load.err" >&2; }
 # Idle connections close after request_head_timeout: wait for fds to settle.
 end_fds=$(fds)
 for _ in $(seq 30); do end_fds=$(fds); [ "$end_fds" -le "$base_fds" ] && break; sleep 1; done
