@@ -114,7 +114,8 @@ pub struct Exchange {
     pub upstream: Option<Arc<str>>,
     /// Upstream attempts made.
     pub attempts: Attempts,
-    /// When the upstream's response head arrived, from `started`.
+    /// When the upstream's response head arrived, from `started` (read
+    /// only for the access line).
     pub upstream_head: Option<Duration>,
     /// Request body bytes received.
     pub bytes_in: ByteCount,
@@ -211,7 +212,9 @@ impl Exchange {
         let reply = result.and_then(|reply| match reply {
             Reply::Upstream(res) => {
                 let (parts, body) = self.switch_protocols(res, &mut open_request)?.into_parts();
-                self.upstream_head = Some(self.started.elapsed());
+                if shared.access_log.is_some() {
+                    self.upstream_head = Some(self.started.elapsed());
+                }
                 let idle = shared.limits.body_idle_timeout.0;
                 Ok((
                     parts,
