@@ -331,15 +331,21 @@ impl Object<'_> {
         self.0.push(b'"');
     }
 
-    /// A JSON string: copied in runs, escaping only `"`, `\` and control
+    /// A JSON string: copied whole when nothing in it needs escaping (the
+    /// usual case), else in runs, escaping only `"`, `\\` and control
     /// characters (what JSON requires).
     fn string(&mut self, value: &str) {
         let out = &mut *self.0;
         out.push(b'"');
         let bytes = value.as_bytes();
+        if !needs_escape(bytes) {
+            out.extend_from_slice(bytes);
+            out.push(b'"');
+            return;
+        }
         let mut start = 0;
         for (i, &b) in bytes.iter().enumerate() {
-            if b >= 0x20 && b != b'"' && b != b'\\' {
+            if !escaped(b) {
                 continue;
             }
             out.extend_from_slice(&bytes[start..i]);
@@ -361,6 +367,29 @@ impl Object<'_> {
         out.extend_from_slice(&bytes[start..]);
         out.push(b'"');
     }
+}
+
+/// Whether JSON needs `b` escaped inside a string.
+fn escaped(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// Whether any byte of `bytes` needs escaping, eight bytes at a time: a
+/// word has a byte below 0x20, or equal to `"` or `\`, exactly when the
+/// classic "has less" / "has zero" bit tricks say so.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let has_zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH != 0;
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let w = u64::from_ne_bytes(word.try_into().unwrap_or_default());
+        let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH != 0;
+        if below_space || has_zero(w ^ (ONES * u64::from(b'"'))) || has_zero(w ^ (ONES * u64::from(b'\\'))) {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|&b| escaped(b))
 }
 
 thread_local! {
@@ -476,6 +505,20 @@ mod tests {
         let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
         let want: Vec<&String> = expected.as_object().unwrap().keys().collect();
         assert_eq!(keys, want, "keys in the documented order");
+    }
+
+    #[test]
+    fn the_word_at_a_time_check_agrees_with_the_byte_rule_at_every_position() {
+        for len in [1usize, 7, 8, 9, 16, 23] {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = b;
+                    assert_eq!(needs_escape(&bytes), escaped(b), "byte {b:#x} at {at} of {len}");
+                }
+            }
+        }
+        assert!(!needs_escape(b""));
     }
 
     #[test]
