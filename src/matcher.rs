@@ -10,6 +10,10 @@
 //! (`proxy::check_head`): one spelling for routing, policy, logs and
 //! forwarding.
 //!
+//! A rule's `methods` and `paths` are read by serde into [`Methods`] and
+//! [`Paths`] when the config is loaded, so a bad spelling is a config error
+//! at its key; [`RouteMatch::new`] then only puts them together.
+//!
 //! A rule may *add* a requirement when it matches (a JWT claim route, a rate
 //! limit), so it must match every spelling the app treats as the same
 //! request, or it fails open. Hence: the path is normalized before matching

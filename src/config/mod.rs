@@ -3,9 +3,10 @@
 //! Loading has three stages, and every problem of a stage is reported, each
 //! as `FILE:LINE:COL: key.path: what is wrong and what is allowed`:
 //! 1. serde reads each value into the type the code uses (durations, sizes,
-//!    addresses, header names, URLs, enums such as [`RetryOn`]; every struct
-//!    denies unknown keys). `report.rs` turns serde's messages into TOML words
-//!    (no Rust type names) and collects one per bad line.
+//!    addresses, header names, URLs, route scopes, enums such as
+//!    [`RetryOn`]; every struct denies unknown keys). `report.rs` turns
+//!    serde's messages into TOML words (no Rust type names) and collects one
+//!    per bad line.
 //! 2. `check.rs` checks ranges and what spans several values (attempts ≥ 1,
 //!    rates in (0, 1], routes to defined upstreams, two listeners on one port).
 //! 3. `kawal check` only: [`Config::check_files`] loads every file start
