@@ -150,7 +150,7 @@ async fn build_inbound(
         guard: None,
         shared: shared.clone(),
         timeout: icfg.timeout.0,
-        policy: auth::Policy::new(icfg.allow.clone()).map_err(StartError::Auth)?,
+        policy: auth::Policy::new(&icfg.allow),
         jwt,
         rate_limits,
         metrics: match prev {

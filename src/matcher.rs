@@ -10,6 +10,10 @@
 //! (`proxy::check_head`): one spelling for routing, policy, logs and
 //! forwarding.
 //!
+//! A rule's `methods` and `paths` are read by serde into [`Methods`] and
+//! [`Paths`] when the config is loaded, so a bad spelling is a config error
+//! at its key; [`RouteMatch::new`] then only puts them together.
+//!
 //! A rule may *add* a requirement when it matches (a JWT claim route, a rate
 //! limit), so it must match every spelling the app treats as the same
 //! request, or it fails open. Hence: the path is normalized before matching
@@ -19,6 +23,7 @@
 //! for GET covers HEAD, which every server answers as a GET without a body.
 
 use http::Method;
+use serde::Deserialize;
 
 /// Which requests a rule is about: methods × path patterns.
 #[derive(Debug, Clone)]
@@ -29,18 +34,13 @@ pub struct RouteMatch {
 }
 
 impl RouteMatch {
-    /// `methods`/`paths` as written; absent means any.
-    pub fn compile(methods: &Option<Vec<String>>, paths: &Option<Vec<String>>) -> Result<RouteMatch, String> {
-        let methods = match methods {
-            Some(m) => parse_methods(m)?,
-            None => None,
-        };
-        let paths = match paths {
-            Some(p) if p.is_empty() => return Err("empty paths list (omit it to allow any path)".into()),
-            Some(p) => p.iter().map(|p| parse_path(p)).collect::<Result<_, _>>()?,
-            None => vec![Pattern::Any],
-        };
-        Ok(RouteMatch { methods, paths })
+    /// The scope of a rule's `methods` and `paths`, each parsed at load;
+    /// absent means any.
+    pub fn new(methods: Option<&Methods>, paths: Option<&Paths>) -> RouteMatch {
+        RouteMatch {
+            methods: methods.and_then(|m| m.0.clone()),
+            paths: paths.map_or_else(|| vec![Pattern::Any], |p| p.0.clone()),
+        }
     }
 
     /// Whether `method` and the normalized `path` fall in this scope. A rule
@@ -50,6 +50,42 @@ impl RouteMatch {
             .as_ref()
             .is_none_or(|ms| ms.contains(method) || (*method == Method::HEAD && ms.contains(&Method::GET)))
             && self.paths.iter().any(|p| p.matches(path))
+    }
+}
+
+/// A rule's `methods`, read from a TOML array: upper-case methods, or `["*"]`
+/// for any. An empty list, a lowercase or malformed method, or `*` beside
+/// others is refused when the config is read.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "Vec<String>")]
+pub struct Methods(Option<Vec<Method>>);
+
+impl TryFrom<Vec<String>> for Methods {
+    type Error = String;
+
+    fn try_from(raw: Vec<String>) -> Result<Methods, String> {
+        parse_methods(&raw).map(Methods)
+    }
+}
+
+/// A rule's `paths`, read from a TOML array of path patterns (exact,
+/// `/prefix/*`, or `*`) in normal form. An empty list or a bad pattern is
+/// refused when the config is read.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "Vec<String>")]
+pub struct Paths(Vec<Pattern>);
+
+impl TryFrom<Vec<String>> for Paths {
+    type Error = String;
+
+    fn try_from(raw: Vec<String>) -> Result<Paths, String> {
+        if raw.is_empty() {
+            return Err("empty paths list (write [\"*\"] for any path)".into());
+        }
+        raw.iter()
+            .map(|p| parse_path(p))
+            .collect::<Result<_, _>>()
+            .map(Paths)
     }
 }
 
@@ -214,9 +250,14 @@ fn parse_methods(raw: &[String]) -> Result<Option<Vec<Method>>, String> {
 mod tests {
     use super::*;
 
+    fn own(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
     fn scope(methods: &[&str], paths: &[&str]) -> RouteMatch {
-        let own = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect());
-        RouteMatch::compile(&own(methods), &own(paths)).unwrap()
+        let methods = Methods::try_from(own(methods)).unwrap();
+        let paths = Paths::try_from(own(paths)).unwrap();
+        RouteMatch::new(Some(&methods), Some(&paths))
     }
 
     #[test]
@@ -249,6 +290,99 @@ mod tests {
         }
         for bad in ["/%72eports/*", "/a%2Eb", "/caf%c3%a9", "/a%", "/a%zz", "/a%7e"] {
             assert!(parse_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn methods_are_read_once_into_methods() {
+        let any = Methods(None);
+        let good: &[(&[&str], Methods)] = &[
+            (&["*"], any.clone()),
+            (&["GET"], Methods(Some(vec![Method::GET]))),
+            (&["GET", "POST"], Methods(Some(vec![Method::GET, Method::POST]))),
+            (
+                &["PROPFIND", "M-SEARCH"],
+                Methods(Some(vec![
+                    Method::from_bytes(b"PROPFIND").unwrap(),
+                    Method::from_bytes(b"M-SEARCH").unwrap(),
+                ])),
+            ),
+        ];
+        for (raw, want) in good {
+            assert_eq!(Methods::try_from(own(raw)).as_ref(), Ok(want), "{raw:?}");
+        }
+        // (spelling, part of the message)
+        let bad: &[(&[&str], &str)] = &[
+            (&[], "empty methods list"),
+            (&["get"], "uppercase token such as GET"),
+            (&["Post"], "uppercase token"),
+            (&["GE T"], "uppercase token"),
+            (&[""], "uppercase token"),
+            (&["GET", "*"], "`*` in methods must be the only entry"),
+            (&["*", "*"], "only entry"),
+        ];
+        for (raw, hint) in bad {
+            let err = Methods::try_from(own(raw)).expect_err(&format!("{raw:?}"));
+            assert!(err.contains(hint), "{raw:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn paths_are_read_once_into_patterns() {
+        let exact = |s: &str| Pattern::Exact(s.into());
+        let prefix = |s: &str| Pattern::Prefix(s.into());
+        let good: &[(&[&str], Vec<Pattern>)] = &[
+            (&["*"], vec![Pattern::Any]),
+            (&["/health"], vec![exact("/health")]),
+            (
+                &["/orders/*", "/a%20b"],
+                vec![prefix("/orders/"), exact("/a%20b")],
+            ),
+            (&["/*"], vec![prefix("/")]),
+        ];
+        for (raw, want) in good {
+            assert_eq!(Paths::try_from(own(raw)), Ok(Paths(want.clone())), "{raw:?}");
+        }
+        let bad: &[(&[&str], &str)] = &[
+            (&[], "empty paths list"),
+            (&["orders"], "must start with `/`"),
+            (&["/orders*"], "`*` is allowed only alone or as a final `/*`"),
+            (&["/a/*/b"], "only alone"),
+            (&[""], "empty path pattern"),
+            (&["/a b"], "whitespace"),
+            (&["/a?b=1"], "must not contain `?` or `#`"),
+            (&["/a#b"], "`#`"),
+            (&["/%72eports/*"], "instead of %72"),
+            (&["/caf%c3%a9"], "upper case"),
+            (&["/ok", "/a%"], "`%` must start an escape"),
+        ];
+        for (raw, hint) in bad {
+            let err = Paths::try_from(own(raw)).expect_err(&format!("{raw:?}"));
+            assert!(err.contains(hint), "{raw:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_bad_scope_is_a_deserialization_error() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Rule {
+            methods: Option<Methods>,
+            paths: Option<Paths>,
+        }
+        let rule: Rule = toml::from_str("methods = [\"GET\"]\npaths = [\"/r/*\"]").unwrap();
+        let scope = RouteMatch::new(rule.methods.as_ref(), rule.paths.as_ref());
+        assert!(scope.matches(&Method::HEAD, "/r/1"));
+        let any: Rule = toml::from_str("").unwrap();
+        assert!(RouteMatch::new(any.methods.as_ref(), any.paths.as_ref()).matches(&Method::DELETE, "/x"));
+        for (text, hint) in [
+            ("methods = [\"get\"]", "uppercase token"),
+            ("methods = []", "empty methods list"),
+            ("paths = [\"orders\"]", "must start with `/`"),
+            ("paths = \"/orders\"", "expected a sequence"),
+        ] {
+            let err = toml::from_str::<Rule>(text).expect_err(text);
+            assert!(err.message().contains(hint), "{text}: {err}");
         }
     }
 }

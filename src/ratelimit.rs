@@ -78,7 +78,7 @@ impl RateLimits {
                     _ => Buckets::PerKey(RateLimiter::keyed(quota)),
                 };
                 Ok(Limit {
-                    scope: RouteMatch::compile(&rule.methods, &rule.paths).map_err(at)?,
+                    scope: RouteMatch::new(rule.methods.as_ref(), rule.paths.as_ref()),
                     key: rule.key.clone(),
                     buckets,
                 })

@@ -385,6 +385,109 @@ fn check_refuses_every_bad_value_naming_file_line_and_key() {
     for (case, text, needle, key, hint) in cases {
         refused(&dir, case, text, needle, key, hint);
     }
+    // Scopes (methods, paths, identities) are read into patterns by serde:
+    // a bad one is named at its own key, in every kind of rule.
+    let allow = |body: &str| format!("{BASE}{INBOUND}[[inbound.allow]]\n{body}\n");
+    let jwt = |body: &str| {
+        format!(
+            "{BASE}{INBOUND}[inbound.jwt]\nissuer = \"i\"\naudiences = [\"a\"]\njwks_file = \"j.json\"\n\
+             [[inbound.jwt.routes]]\n{body}\n"
+        )
+    };
+    let cache =
+        |body: &str| format!("{BASE}[upstreams.payment.cache]\n[[upstreams.payment.cache.rules]]\n{body}\n");
+    let guarded = |body: &str| {
+        format!("{BASE}{INBOUND}[inbound.guard]\n[[inbound.guard.routes]]\nidempotency = true\n{body}\n")
+    };
+    let cases: &[(&str, String, &str, &str, &str)] = &[
+        (
+            "allow_identities_empty",
+            allow("identities = []"),
+            "identities",
+            "inbound.allow.0.identities",
+            "use [\"*\"] for any authenticated peer",
+        ),
+        (
+            "allow_identity_star",
+            allow("identities = [\"spiffe://a*\"]"),
+            "identities",
+            "inbound.allow.0.identities",
+            "`*` is allowed only alone or as a final `/*` segment",
+        ),
+        (
+            "allow_method_case",
+            allow("identities = [\"*\"]\nmethods = [\"get\"]"),
+            "methods",
+            "inbound.allow.0.methods",
+            "must be an uppercase token such as GET",
+        ),
+        (
+            "allow_path_query",
+            allow("identities = [\"*\"]\npaths = [\"/a?b=1\"]"),
+            "paths",
+            "inbound.allow.0.paths",
+            "must not contain `?` or `#`",
+        ),
+        (
+            "jwt_route_path",
+            jwt("paths = [\"orders\"]\nrequire_claims = { scope = \"w\" }"),
+            "paths",
+            "inbound.jwt.routes.0.paths",
+            "must start with `/`",
+        ),
+        (
+            "jwt_route_methods_star",
+            jwt("methods = [\"GET\", \"*\"]\nrequire_claims = { scope = \"w\" }"),
+            "methods",
+            "inbound.jwt.routes.0.methods",
+            "`*` in methods must be the only entry",
+        ),
+        (
+            "jwt_route_no_claims",
+            jwt("paths = [\"/a\"]\nrequire_claims = {}"),
+            "require_claims",
+            "inbound.jwt.routes.0.require_claims",
+            "at least one claim",
+        ),
+        (
+            "cache_rule_paths_empty",
+            cache("paths = []"),
+            "paths",
+            "upstreams.payment.cache.rules.0.paths",
+            "empty paths list (write [\"*\"] for any path)",
+        ),
+        (
+            "cache_rule_escape",
+            cache("paths = [\"/caf%c3%a9\"]"),
+            "paths",
+            "upstreams.payment.cache.rules.0.paths",
+            "write %C3 in upper case",
+        ),
+        (
+            "guard_methods_empty",
+            guarded("methods = []"),
+            "methods",
+            "inbound.guard.routes.0.methods",
+            "empty methods list (omit it to allow any method)",
+        ),
+        (
+            "rate_methods_case",
+            rate("requests = 5\nmethods = [\"Post\"]"),
+            "methods",
+            "inbound.rate_limits.0.methods",
+            "uppercase token",
+        ),
+        (
+            "rate_paths_multiline",
+            rate("requests = 5\npaths = [\n  \"/a\",\n  \"/b%7e\",\n]"),
+            "paths",
+            "inbound.rate_limits.0.paths",
+            "write '~' instead of %7e",
+        ),
+    ];
+    for (case, text, needle, key, hint) in cases {
+        refused(&dir, case, text, needle, key, hint);
+    }
     let guard = |body: &str| format!("{BASE}{INBOUND}[inbound.guard]\n[[inbound.guard.routes]]\n{body}\n");
     let cases: &[(&str, String, &str, &str, &str)] = &[
         (

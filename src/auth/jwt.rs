@@ -307,7 +307,7 @@ impl JwtVerifier {
             settings.hs256_secret_file.as_deref(),
             &algorithms,
         )?;
-        let routes = ClaimRoutes::new(&settings.routes)?;
+        let routes = ClaimRoutes::new(&settings.routes);
         let validations = algorithms
             .iter()
             .map(|&alg| (alg, validation(&settings, alg)))

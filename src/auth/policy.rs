@@ -1,8 +1,9 @@
 //! Authorization by verified peer identity: identity × method × path.
 //!
 //! A pure core, no I/O: [`AllowRule`] is the TOML shape (`[[inbound.allow]]`),
-//! [`Policy`] is the validated, compiled form, and [`Policy::decide`] answers
-//! one request. With no rules at all the policy is "not configured" and every
+//! its identities, methods and paths parsed when the config is read (a bad
+//! pattern is a config error there); [`Policy`] is the rules in the order
+//! they apply, and [`Policy::decide`] answers one request. With no rules at all the policy is "not configured" and every
 //! request passes ([`Decision::Unrestricted`]); as soon as one rule exists,
 //! anything no rule allows is denied.
 //!
@@ -21,20 +22,40 @@ use std::collections::BTreeMap;
 use http::Method;
 use serde::Deserialize;
 
-use crate::matcher::{Pattern, RouteMatch};
+use crate::matcher::{Methods, Paths, Pattern, RouteMatch};
 
 /// One `[[inbound.allow]]` rule, as written in the config file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AllowRule {
     /// Peer identities allowed by this rule: exact, prefix ending in `/*`, or `*`.
-    pub identities: Vec<String>,
+    pub identities: Identities,
     /// HTTP methods; absent or `["*"]` means any method.
     #[serde(default)]
-    pub methods: Option<Vec<String>>,
+    pub methods: Option<Methods>,
     /// Path patterns: exact, prefix ending in `/*`, or `*`; absent means any path.
     #[serde(default)]
-    pub paths: Option<Vec<String>>,
+    pub paths: Option<Paths>,
+}
+
+/// An allow rule's `identities`, read from a TOML array of patterns; an
+/// empty list or a bad pattern is refused when the config is read.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "Vec<String>")]
+pub struct Identities(Vec<Pattern>);
+
+impl TryFrom<Vec<String>> for Identities {
+    type Error = String;
+
+    fn try_from(raw: Vec<String>) -> Result<Identities, String> {
+        if raw.is_empty() {
+            return Err("empty identities list (use [\"*\"] for any authenticated peer)".into());
+        }
+        raw.iter()
+            .map(|i| Pattern::parse(i, "identity"))
+            .collect::<Result<_, _>>()
+            .map(Identities)
+    }
 }
 
 /// The outcome of [`Policy::decide`].
@@ -70,32 +91,17 @@ struct Rule {
     scope: RouteMatch,
 }
 
-fn compile(index: usize, rule: &AllowRule) -> Result<Rule, String> {
-    let at = |e: String| format!("inbound.allow[{index}]: {e}");
-    if rule.identities.is_empty() {
-        return Err(at(
-            "empty identities list (use [\"*\"] for any authenticated peer)".into(),
-        ));
-    }
-    let identities = rule
-        .identities
-        .iter()
-        .map(|i| Pattern::parse(i, "identity"))
-        .collect::<Result<_, _>>()
-        .map_err(at)?;
-    let scope = RouteMatch::compile(&rule.methods, &rule.paths).map_err(at)?;
-    Ok(Rule { identities, scope })
-}
-
 impl Policy {
-    /// Validates and compiles the rules; the error names the offending rule.
-    pub fn new(rules: Vec<AllowRule>) -> Result<Policy, String> {
+    /// The rules as read (every pattern already parsed), in config order.
+    pub fn new(rules: &[AllowRule]) -> Policy {
         let rules = rules
             .iter()
-            .enumerate()
-            .map(|(i, r)| compile(i, r))
-            .collect::<Result<_, _>>()?;
-        Ok(Policy { rules })
+            .map(|r| Rule {
+                identities: r.identities.0.clone(),
+                scope: RouteMatch::new(r.methods.as_ref(), r.paths.as_ref()),
+            })
+            .collect();
+        Policy { rules }
     }
 
     /// Whether any rule is configured (if not, everything is allowed).
@@ -128,11 +134,12 @@ impl Policy {
 pub struct ClaimRoute {
     /// HTTP methods; absent or `["*"]` means any method.
     #[serde(default)]
-    pub methods: Option<Vec<String>>,
+    pub methods: Option<Methods>,
     /// Path patterns as for allow rules; absent means any path.
     #[serde(default)]
-    pub paths: Option<Vec<String>>,
-    /// Claims that must equal (or, for arrays, contain) the given value.
+    pub paths: Option<Paths>,
+    /// Claims that must equal (or, for arrays, contain) the given value; the
+    /// config check refuses an empty table.
     pub require_claims: BTreeMap<String, String>,
 }
 
@@ -144,20 +151,16 @@ pub struct ClaimRoutes {
 }
 
 impl ClaimRoutes {
-    /// Validates and compiles; the error names the offending route.
-    pub fn new(routes: &[ClaimRoute]) -> Result<ClaimRoutes, String> {
-        let compile = |(i, r): (usize, &ClaimRoute)| {
-            let at = |e: String| format!("inbound.jwt.routes[{i}]: {e}");
-            if r.require_claims.is_empty() {
-                return Err(at("require_claims is empty".into()));
-            }
-            Ok((
-                RouteMatch::compile(&r.methods, &r.paths).map_err(at)?,
-                r.require_claims.clone(),
-            ))
-        };
-        let routes = routes.iter().enumerate().map(compile).collect::<Result<_, _>>()?;
-        Ok(ClaimRoutes { routes })
+    /// The routes as read (every pattern already parsed).
+    pub fn new(routes: &[ClaimRoute]) -> ClaimRoutes {
+        let routes = routes
+            .iter()
+            .map(|r| {
+                let scope = RouteMatch::new(r.methods.as_ref(), r.paths.as_ref());
+                (scope, r.require_claims.clone())
+            })
+            .collect();
+        ClaimRoutes { routes }
     }
 
     /// The claims the matching routes require of this request.
@@ -179,17 +182,20 @@ mod tests {
 
     const GATEWAY: &str = "spiffe://shop.local/ns/default/sa/gateway";
 
+    fn own(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
     fn rule(ids: &[&str], methods: Option<&[&str]>, paths: Option<&[&str]>) -> AllowRule {
-        let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
         AllowRule {
-            identities: own(ids),
-            methods: methods.map(own),
-            paths: paths.map(own),
+            identities: Identities::try_from(own(ids)).expect("identities"),
+            methods: methods.map(|m| Methods::try_from(own(m)).expect("methods")),
+            paths: paths.map(|p| Paths::try_from(own(p)).expect("paths")),
         }
     }
 
     fn policy(rules: Vec<AllowRule>) -> Policy {
-        Policy::new(rules).expect("valid policy")
+        Policy::new(&rules)
     }
 
     #[test]
@@ -370,27 +376,36 @@ mod tests {
     }
 
     #[test]
-    fn invalid_patterns_are_rejected_with_the_rule_index() {
+    fn bad_patterns_are_refused_when_read() {
+        // (rule as written, part of the message)
         let bad = [
-            rule(&[], None, None),
-            rule(&["spiffe://a/*/b"], None, None),
-            rule(&["spiffe://a*"], None, None),
-            rule(&["spiffe://a/**"], None, None),
-            rule(&[""], None, None),
-            rule(&["spiffe://a b"], None, None),
-            rule(&["*"], Some(&["get"]), None),
-            rule(&["*"], Some(&["GET", "*"]), None),
-            rule(&["*"], Some(&[]), None),
-            rule(&["*"], Some(&["GE T"]), None),
-            rule(&["*"], None, Some(&["orders/*"])),
-            rule(&["*"], None, Some(&["/orders*"])),
-            rule(&["*"], None, Some(&["/a/*/b"])),
-            rule(&["*"], None, Some(&["/a?b=1"])),
-            rule(&["*"], None, Some(&[])),
+            ("identities = []", "empty identities list"),
+            (
+                "identities = [\"spiffe://a/*/b\"]",
+                "only alone or as a final `/*`",
+            ),
+            ("identities = [\"spiffe://a*\"]", "only alone"),
+            ("identities = [\"spiffe://a/**\"]", "only alone"),
+            ("identities = [\"\"]", "empty identity pattern"),
+            ("identities = [\"spiffe://a b\"]", "whitespace"),
+            ("identities = [\"*\"]\nmethods = [\"get\"]", "uppercase token"),
+            ("identities = [\"*\"]\nmethods = [\"GET\", \"*\"]", "only entry"),
+            ("identities = [\"*\"]\nmethods = []", "empty methods list"),
+            ("identities = [\"*\"]\nmethods = [\"GE T\"]", "uppercase token"),
+            (
+                "identities = [\"*\"]\npaths = [\"orders/*\"]",
+                "must start with `/`",
+            ),
+            ("identities = [\"*\"]\npaths = [\"/orders*\"]", "only alone"),
+            ("identities = [\"*\"]\npaths = [\"/a/*/b\"]", "only alone"),
+            ("identities = [\"*\"]\npaths = [\"/a?b=1\"]", "`?` or `#`"),
+            ("identities = [\"*\"]\npaths = []", "empty paths list"),
         ];
-        for r in bad {
-            let err = Policy::new(vec![rule(&["*"], None, None), r.clone()]).expect_err(&format!("{r:?}"));
-            assert!(err.starts_with("inbound.allow[1]: "), "{err}");
+        for (text, hint) in bad {
+            let err = toml::from_str::<AllowRule>(text).expect_err(text);
+            assert!(err.message().contains(hint), "{text}: {err}");
         }
+        let good = "identities = [\"spiffe://a/*\", \"*\"]\nmethods = [\"*\"]\npaths = [\"/a\"]";
+        assert!(toml::from_str::<AllowRule>(good).is_ok());
     }
 }

@@ -126,9 +126,12 @@ impl Cache {
         let rules = cfg
             .rules
             .iter()
-            .filter_map(|r| {
-                let m = RouteMatch::compile(&None, &Some(r.paths.clone())).ok()?;
-                Some((m, r.cache, r.default_ttl.map(|d| d.0)))
+            .map(|r| {
+                (
+                    RouteMatch::new(None, Some(&r.paths)),
+                    r.cache,
+                    r.default_ttl.map(|d| d.0),
+                )
             })
             .collect();
         Arc::new(Cache {

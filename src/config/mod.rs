@@ -3,9 +3,10 @@
 //! Loading has three stages, and every problem of a stage is reported, each
 //! as `FILE:LINE:COL: key.path: what is wrong and what is allowed`:
 //! 1. serde reads each value into the type the code uses (durations, sizes,
-//!    addresses, header names, URLs, enums such as [`RetryOn`]; every struct
-//!    denies unknown keys). `report.rs` turns serde's messages into TOML words
-//!    (no Rust type names) and collects one per bad line.
+//!    addresses, header names, URLs, route scopes, enums such as
+//!    [`RetryOn`]; every struct denies unknown keys). `report.rs` turns
+//!    serde's messages into TOML words (no Rust type names) and collects one
+//!    per bad line.
 //! 2. `check.rs` checks ranges and what spans several values (attempts ≥ 1,
 //!    rates in (0, 1], routes to defined upstreams, two listeners on one port).
 //! 3. `kawal check` only: [`Config::check_files`] loads every file start
@@ -166,10 +167,10 @@ pub struct Inbound {
 pub struct RateLimitRule {
     /// HTTP methods; absent or `["*"]` means any method.
     #[serde(default)]
-    pub methods: Option<Vec<String>>,
+    pub methods: Option<crate::matcher::Methods>,
     /// Path patterns (exact, prefix ending in `/*`, or `*`); absent means any.
     #[serde(default)]
-    pub paths: Option<Vec<String>>,
+    pub paths: Option<crate::matcher::Paths>,
     /// Requests allowed per `period`, sustained.
     pub requests: u32,
     /// The period `requests` refers to.
@@ -1147,7 +1148,23 @@ endpoints = ["127.0.0.1:9000"]
         let p = problems(&cfg("paths = [\"orders\"]\nrequire_claims = { scope = \"w\" }"));
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(
-            p[0].contains("kawal.toml:13:1: inbound.jwt.routes.0: path pattern"),
+            p[0].contains(
+                "kawal.toml:14:9: inbound.jwt.routes.0.paths: path pattern \"orders\" must start with `/`"
+            ),
+            "{p:?}"
+        );
+        let p = problems(&cfg("methods = [\"post\"]\nrequire_claims = { scope = \"w\" }"));
+        assert!(
+            p[0].contains(
+                "kawal.toml:14:11: inbound.jwt.routes.0.methods: method \"post\" must be an uppercase"
+            ),
+            "{p:?}"
+        );
+        let p = problems(&cfg("paths = [\"/orders/*\"]\nrequire_claims = {}"));
+        assert!(
+            p[0].contains(
+                "kawal.toml:15:1: inbound.jwt.routes.0.require_claims: must name at least one claim"
+            ),
             "{p:?}"
         );
     }

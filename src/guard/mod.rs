@@ -125,13 +125,11 @@ impl Guard {
         let routes = cfg
             .routes
             .iter()
-            .map(|r| {
-                Ok(Route {
-                    matcher: r.matcher()?,
-                    cfg: r.clone(),
-                })
+            .map(|r| Route {
+                matcher: r.matcher(),
+                cfg: r.clone(),
             })
-            .collect::<Result<_, String>>()?;
+            .collect();
         let store = match cfg.store {
             StoreKind::Memory => AnyStore::Memory(MemoryStore::new(cfg.max_entries, cfg.max_bytes.0)),
             StoreKind::Redis => {

@@ -12,6 +12,7 @@ use rcgen::KeyPair;
 use serde_json::{json, Value};
 
 use super::*;
+use crate::matcher::{Methods, Paths};
 
 const NOW_SECS: u64 = 1_750_000_000;
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-hs256";
@@ -424,8 +425,9 @@ fn required_claims() {
 fn route_claims_apply_to_their_methods_and_paths_only() {
     let f = Fixture::new();
     let route = |methods: Option<&[&str]>, paths: &[&str], claim: &str| ClaimRoute {
-        methods: methods.map(|m| m.iter().map(|s| s.to_string()).collect()),
-        paths: Some(paths.iter().map(|s| s.to_string()).collect()),
+        methods: methods
+            .map(|m| Methods::try_from(m.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()),
+        paths: Some(Paths::try_from(paths.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()),
         require_claims: [("permissions".to_string(), claim.to_string())].into(),
     };
     let v = f.with(|s| {
@@ -461,20 +463,6 @@ fn route_claims_apply_to_their_methods_and_paths_only() {
     // Tokens are optional here, except where a route asks for claims.
     assert_eq!(at(None, Method::GET, "/orders/1"), Ok(None));
     assert_eq!(at(None, Method::DELETE, "/orders/1"), Err(JwtError::MissingToken));
-
-    let bad = |r: ClaimRoute| {
-        JwtVerifier::load(JwtSettings {
-            routes: vec![r],
-            ..f.settings()
-        })
-        .expect_err("invalid route")
-    };
-    assert!(bad(route(None, &["orders"], "x")).starts_with("inbound.jwt.routes[0]: "));
-    assert!(bad(ClaimRoute {
-        require_claims: BTreeMap::new(),
-        ..route(None, &["/"], "x")
-    })
-    .contains("empty"));
 }
 
 #[test]
