@@ -308,27 +308,40 @@ impl Object<'_> {
         ]);
     }
 
-    /// `"ip:port"` (`"[v6]:port"`).
+    /// `"ip:port"` (`"[v6]:port"`); an IPv4 one is put together on the
+    /// stack and appended once.
     fn addr(&mut self, key: &'static str, addr: SocketAddr) {
         self.key(key);
-        self.0.push(b'"');
         match addr {
             SocketAddr::V4(v4) => {
-                let mut digits = itoa::Buffer::new();
-                for (i, octet) in v4.ip().octets().into_iter().enumerate() {
-                    if i > 0 {
-                        self.0.push(b'.');
-                    }
-                    self.0.extend_from_slice(digits.format(octet).as_bytes());
+                let mut text = [0u8; 23]; // "255.255.255.255:65535"
+                let mut n = 0;
+                let mut put = |bytes: &[u8]| {
+                    text[n..n + bytes.len()].copy_from_slice(bytes);
+                    n += bytes.len();
+                };
+                put(b"\"");
+                let [a, b, c, d] = v4.ip().octets();
+                for (octet, after) in [(a, b'.'), (b, b'.'), (c, b'.'), (d, b':')] {
+                    let digits = [b'0' + octet / 100, b'0' + octet / 10 % 10, b'0' + octet % 10];
+                    let skip = if octet >= 100 {
+                        0
+                    } else if octet >= 10 {
+                        1
+                    } else {
+                        2
+                    };
+                    put(&digits[skip..]);
+                    put(&[after]);
                 }
-                self.0.push(b':');
-                self.0.extend_from_slice(digits.format(v4.port()).as_bytes());
+                put(itoa::Buffer::new().format(v4.port()).as_bytes());
+                put(b"\"");
+                self.0.extend_from_slice(&text[..n]);
             }
             SocketAddr::V6(v6) => {
-                let _ = write!(self.0, "{v6}");
+                let _ = write!(self.0, "\"{v6}\"");
             }
         }
-        self.0.push(b'"');
     }
 
     /// A JSON string: copied whole when nothing in it needs escaping (the
@@ -505,6 +518,22 @@ mod tests {
         let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
         let want: Vec<&String> = expected.as_object().unwrap().keys().collect();
         assert_eq!(keys, want, "keys in the documented order");
+    }
+
+    #[test]
+    fn addresses_are_written_as_their_display() {
+        for text in [
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "1.22.103.9:80",
+            "10.0.100.99:8080",
+            "[fd00::1]:443",
+        ] {
+            let addr: SocketAddr = text.parse().unwrap();
+            let mut out = Vec::new();
+            Object(&mut out).addr(member!("a"), addr);
+            assert_eq!(String::from_utf8(out).unwrap(), format!(",\"a\":\"{addr}\""));
+        }
     }
 
     #[test]
