@@ -151,9 +151,10 @@ async fn load(inbound: &str, outbound: &str, duration: Duration, workers: usize)
             }
         })
     };
-    // Every request has its own timeout, so the workers end; a bound all the same.
+    // Every request has its own timeout, so the workers end soon after the
+    // deadline; a bound all the same (from the deadline, not from now).
     for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(60), t).await;
+        let _ = tokio::time::timeout_at((deadline + Duration::from_secs(60)).into(), t).await;
     }
     reporter.abort();
     let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
