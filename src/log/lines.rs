@@ -138,10 +138,11 @@ impl Shared {
 
     /// Moves every buffer's lines into `batch` and writes them. A line is
     /// appended whole under its buffer's lock, so batches split only
-    /// between lines.
+    /// between lines. The buffer of a thread that has exited (only this list
+    /// still holds it) is drained one last time and forgotten.
     fn drain_into(&self, batch: &mut Vec<u8>, out: &mut impl Write) {
-        let buffers = lock(&self.buffers).clone();
-        for buffer in buffers {
+        lock(&self.buffers).retain(|buffer| {
+            let orphan = Arc::strong_count(buffer) == 1;
             let mut lines = lock(&buffer.lines);
             if batch.is_empty() {
                 std::mem::swap(batch, &mut lines);
@@ -149,7 +150,8 @@ impl Shared {
                 batch.extend_from_slice(&lines);
                 lines.clear();
             }
-        }
+            !orphan
+        });
         if !batch.is_empty() {
             // A failed write (stdout closed) loses the batch: there is
             // nowhere else to report it.
@@ -242,6 +244,21 @@ mod tests {
         seen.sort();
         assert_eq!(seen.len(), 4000);
         assert_eq!(writer.dropped(), 0);
+    }
+
+    #[test]
+    fn the_buffer_of_an_exited_thread_is_written_then_forgotten() {
+        let out = Out::default();
+        let (writer, flush) = LineWriter::spawn(out.clone());
+        let w = writer.clone();
+        std::thread::spawn(move || w.write_line(b"last words\n"))
+            .join()
+            .unwrap();
+        let mut batch = Vec::new();
+        writer.shared.drain_into(&mut batch, &mut out.clone());
+        assert!(lock(&writer.shared.buffers).is_empty());
+        drop(flush);
+        assert_eq!(lock(&out.0).as_slice(), b"last words\n");
     }
 
     #[test]
