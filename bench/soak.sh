@@ -122,7 +122,7 @@ served = rows[-1]["kawal_requests"]
 lines = [f"# Soak {duration} ({out.split('/')[-1]})", "",
          f"Load: {load}.", "",
          f"kawal's own counter (kawal_requests_total, both listeners): {served}; the load saw {load['answered']} answers "
-         "(a request the client abandons before its response head is in neither).", "",
+         "(a request the client abandons before its response head counts there as code 499, not in the load's answers).", "",
          "| check | holds |", "|---|---|"] + [f"| {t} | {'yes' if c else 'NO'} |" for t, c in checks] + [
          "", f"Verdict: {'PASS' if ok else 'FAIL'}", "", "| t (s) | RSS (KiB) | fds | kawal requests |", "|---|---|---|---|"] + [
          f"| {r['t_s']} | {r['rss_kib']} | {r['fds']} | {r['kawal_requests']} |" for r in rows]

@@ -5,9 +5,11 @@
 //! request head size and header count, HTTP/2 stream and header-list caps.
 //! The request head timeout (also the idle keep-alive timeout) is kawal's
 //! own, in [`head`]: one timer per connection rather than hyper's one per
-//! request.
+//! request; it also cuts off clients that take nothing of their responses
+//! (`send_timeout`), with what it knows of the requests in [`inflight`].
 
 mod head;
+mod inflight;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -23,16 +25,17 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::body::BoxError;
 use crate::config::Limits;
+use crate::metrics::ConnMetrics;
 use crate::tls::{ServerTls, TlsConn};
-pub use head::OpenRequest;
-use head::{HeadTimer, RequestCounts};
+use head::HeadTimer;
+pub use inflight::OpenRequest;
+use inflight::RequestCounts;
 
 /// How a listener speaks HTTP: hyper-util's builder and the head timeout.
 #[derive(Clone)]
@@ -140,13 +143,14 @@ pub async fn serve<H, F, B>(
     handler: H,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
-    open: Gauge,
+    metrics: ConnMetrics,
 ) where
     H: Fn(Request<Incoming>, OpenRequest) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
     B: http_body::Body<Data = bytes::Bytes, Error = BoxError> + Send + 'static,
 {
     let drain = Drain::default();
+    let metrics = Arc::new(metrics);
     // A slot per open connection: when all are taken, accepting waits and
     // new clients queue in the kernel's backlog. Draining waits for them all.
     let capacity = builder.max_connections.min(u32::MAX as usize) as u32;
@@ -169,14 +173,14 @@ pub async fn serve<H, F, B>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let open = open.clone();
-        open.inc();
+        let metrics = metrics.clone();
+        metrics.open.inc();
         let Some(tls) = &tls else {
             let info = ConnInfo::new(peer, false, None);
-            let conn = serve_connection(&builder, drain.clone(), stream, info, handler.clone());
+            let conn = serve_connection(&builder, drain.clone(), stream, info, handler.clone(), &metrics);
             tokio::spawn(async move {
                 conn.await;
-                open.dec();
+                metrics.open.dec();
                 drop(slot);
             });
             continue;
@@ -189,7 +193,7 @@ pub async fn serve<H, F, B>(
             match tokio::time::timeout(limit, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
                     let info = ConnInfo::new(peer, true, crate::tls::peer_identity(stream.get_ref().1));
-                    serve_connection(&builder, drain, TlsConn::from(stream), info, handler).await;
+                    serve_connection(&builder, drain, TlsConn::from(stream), info, handler, &metrics).await;
                 }
                 Ok(Err(e)) => {
                     failures.inc(crate::tls::handshake_failure_label(&e));
@@ -212,7 +216,7 @@ pub async fn serve<H, F, B>(
                     )
                 }
             }
-            open.dec();
+            metrics.open.dec();
             drop(slot);
         });
     }
@@ -246,6 +250,7 @@ fn serve_connection<I, H, F, B>(
     io: I,
     info: Arc<ConnInfo>,
     handler: H,
+    metrics: &Arc<ConnMetrics>,
 ) -> impl Future<Output = ()> + Send + 'static
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -262,6 +267,7 @@ where
         info.clone(),
         http.head_timeout,
         http.send_timeout,
+        metrics.clone(),
     ));
     let close = info.clone();
     let svc = service_fn(move |req| handler(req, OpenRequest::begin(&info)));

@@ -97,6 +97,16 @@ impl Refusals {
     }
 }
 
+/// The connection metrics of one listener.
+pub struct ConnMetrics {
+    /// The listener's name (`inbound`, `outbound`, `admin`).
+    pub listener: &'static str,
+    /// Client connections open now.
+    pub open: Gauge,
+    /// Client connections cut off by `send_timeout`, by reason.
+    pub send_timeouts: Reasons,
+}
+
 /// Span export counters.
 #[derive(Clone)]
 pub struct SpanMetrics {
@@ -157,6 +167,7 @@ pub struct Metrics {
     spans_exported: Counter,
     spans_dropped: Family<ReasonLabels, Counter>,
     tls_failures: Family<ListenerReasonLabels, Counter>,
+    send_timeouts: Family<ListenerReasonLabels, Counter>,
     inbound: Arc<Refusals>,
 }
 
@@ -183,6 +194,7 @@ impl Default for Metrics {
         let spans_exported = Counter::default();
         let spans_dropped = Family::<ReasonLabels, Counter>::default();
         let tls_failures = Family::<ListenerReasonLabels, Counter>::default();
+        let send_timeouts = Family::<ListenerReasonLabels, Counter>::default();
         let authz = Family::<ListenerLabels, Counter>::default();
         let jwt = Family::<ReasonLabels, Counter>::default();
         let build = Family::<VersionLabels, Gauge>::default();
@@ -248,6 +260,11 @@ impl Default for Metrics {
             tls_failures.clone(),
         );
         r.register(
+            "send_timeouts",
+            "Client connections cut off for taking nothing of their responses within send_timeout, by listener and reason",
+            send_timeouts.clone(),
+        );
+        r.register(
             "authz_denied",
             "Inbound requests refused by the allow rules (403)",
             authz.clone(),
@@ -277,6 +294,7 @@ impl Default for Metrics {
             spans_exported,
             spans_dropped,
             tls_failures,
+            send_timeouts,
             inbound,
         }
     }
@@ -356,9 +374,16 @@ impl Metrics {
         &self.inbound
     }
 
-    /// The open-connections gauge of a listener.
-    pub fn connections(&self, listener: &'static str) -> Gauge {
-        self.connections.get_or_create_owned(&ListenerLabels { listener })
+    /// The connection metrics of a listener.
+    pub fn connections(&self, listener: &'static str) -> ConnMetrics {
+        let family = self.send_timeouts.clone();
+        ConnMetrics {
+            listener,
+            open: self.connections.get_or_create_owned(&ListenerLabels { listener }),
+            send_timeouts: Reasons::new(move |reason| {
+                family.get_or_create_owned(&ListenerReasonLabels { listener, reason })
+            }),
+        }
     }
 
     /// A registry under the `kawal_` prefix, for metrics other modules register.

@@ -135,18 +135,25 @@ pub struct Exchange {
     pub upgrade: Option<OnUpgrade>,
     /// Features' response phases, in registration order.
     phases: Vec<Box<dyn ResponsePhases>>,
+    /// What the access line and the metrics need, until the request is
+    /// answered: a request dropped before then (its client went away, and
+    /// hyper dropped the handler) is logged when it is dropped.
+    unanswered: Option<(Arc<Shared>, RouteMetrics)>,
 }
 
 impl Exchange {
-    /// Starts the record of one request from `client`; `logged`: whether
-    /// an access line will be written (what only it needs is not kept otherwise).
+    /// Starts the record of one request from `client`, counted in
+    /// `metrics`. What only the access line needs is kept only when one will
+    /// be written.
     pub fn new(
         direction: Direction,
         parts: &Parts,
         client: SocketAddr,
         trace: RequestTrace,
-        logged: bool,
+        shared: &Arc<Shared>,
+        metrics: RouteMetrics,
     ) -> Exchange {
+        let logged = shared.access_log.is_some();
         Exchange {
             direction,
             started: Instant::now(),
@@ -171,6 +178,14 @@ impl Exchange {
             guard: None,
             upgrade: None,
             phases: Vec::new(),
+            unanswered: Some((shared.clone(), metrics)),
+        }
+    }
+
+    /// Counts the request in `metrics` instead (once routed).
+    pub fn set_metrics(&mut self, metrics: RouteMetrics) {
+        if let Some((_, m)) = &mut self.unanswered {
+            *m = metrics;
         }
     }
 
@@ -204,9 +219,8 @@ impl Exchange {
         mut self,
         result: Result<Reply, ProxyError>,
         open_request: OpenRequest,
-        shared: &Arc<Shared>,
-        metrics: RouteMetrics,
     ) -> Response<ClientBody> {
+        let (shared, metrics) = self.unanswered.take().expect("answered once");
         let mut open_request = Some(open_request);
         // One split of the response into head and body, whichever it is.
         let reply = result.and_then(|reply| match reply {
@@ -250,12 +264,15 @@ impl Exchange {
             phase.head(&mut parts);
         }
         let status = parts.status.as_u16();
+        if let Some(open) = &mut open_request {
+            open.responding();
+        }
         let finish = Finish {
             exchange: self,
             status,
-            shared: shared.clone(),
+            shared,
             metrics,
-            _open_request: open_request,
+            open_request,
         };
         Response::from_parts(parts, ClientBody::new(body, phases, Some(finish)))
     }
@@ -400,29 +417,65 @@ pub struct Finish {
     shared: Arc<Shared>,
     metrics: RouteMetrics,
     /// Ends with the response (none after a switch to a tunnel).
-    _open_request: Option<OpenRequest>,
+    open_request: Option<OpenRequest>,
+}
+
+/// Status of the access line of a request whose client went away before
+/// its response head (nginx's 499; never sent).
+pub const CLIENT_CLOSED: u16 = 499;
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        // Still unanswered: the handler was dropped (its client went away).
+        let Some((shared, metrics)) = self.unanswered.take() else {
+            return;
+        };
+        self.error = Some((
+            "client_gone",
+            "the client went away before the response head".to_string(),
+        ));
+        Finish::line(self, &shared, &metrics, CLIENT_CLOSED, 0, None);
+    }
 }
 
 impl Finish {
     fn write(&self, bytes_out: u64, broken: Option<&str>) {
-        let e = &self.exchange;
+        Finish::line(
+            &self.exchange,
+            &self.shared,
+            &self.metrics,
+            self.status,
+            bytes_out,
+            broken,
+        );
+    }
+
+    /// Records one exchange: metrics, span and access line.
+    fn line(
+        e: &Exchange,
+        shared: &Shared,
+        metrics: &RouteMetrics,
+        status: u16,
+        bytes_out: u64,
+        broken: Option<&str>,
+    ) {
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(e.started);
-        self.metrics.record(self.status, elapsed, now.into_std());
+        metrics.record(status, elapsed, now.into_std());
         let (error, detail) = match (&e.error, broken) {
             (Some((kind, detail)), _) => (Some(*kind), Some(detail.as_str())),
             (None, Some(detail)) => (Some("response_aborted"), Some(detail)),
             (None, None) => (None, None),
         };
-        if let Some(spans) = self.shared.spans.as_ref().filter(|_| e.trace.sampled) {
-            spans.record(&e.trace, e.server_span(self.status, error, elapsed));
+        if let Some(spans) = shared.spans.as_ref().filter(|_| e.trace.sampled) {
+            spans.record(&e.trace, e.server_span(status, error, elapsed));
         }
-        let Some(access_log) = &self.shared.access_log else {
+        let Some(access_log) = &shared.access_log else {
             return;
         };
         access_log.write(&AccessLine {
             timestamp: std::time::SystemTime::now(),
-            service_name: &self.shared.service,
+            service_name: &shared.service,
             trace_id: e.trace.trace_id,
             span_id: e.trace.span_id,
             parent_span_id: e.trace.parent_id,
@@ -436,7 +489,7 @@ impl Finish {
                 .user_agent
                 .as_ref()
                 .map(|ua| truncated(ua.as_bytes(), MAX_USER_AGENT)),
-            status_code: self.status,
+            status_code: status,
             duration: elapsed,
             upstream: e.upstream.as_deref(),
             attempts: e.attempts.count,
@@ -490,6 +543,10 @@ impl Body for ClientBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        // For the connection's stall check (`send_timeout`).
+        if let Some(open) = this.finish.as_mut().and_then(|f| f.open_request.as_mut()) {
+            open.body_polled(matches!(polled, Poll::Ready(Some(Ok(_)))));
+        }
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {

@@ -78,7 +78,8 @@ impl Inbound {
             &parts,
             conn.peer,
             trace,
-            self.shared.access_log.is_some(),
+            &self.shared,
+            self.metrics.clone(),
         );
         ex.peer_identity = conn.identity.clone();
 
@@ -160,7 +161,7 @@ impl Inbound {
         .await;
 
         // 9. respond
-        Ok(ex.respond(result, conn, &self.shared, self.metrics.clone()))
+        Ok(ex.respond(result, conn))
     }
 
     /// A cache's background refresh of `parts` (already rewritten), its

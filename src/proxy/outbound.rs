@@ -104,7 +104,8 @@ impl Outbound {
             &parts,
             open_request.peer,
             trace,
-            self.shared.access_log.is_some(),
+            &self.shared,
+            self.unrouted.clone(),
         );
         if let Some(name) = &self.user_header {
             ex.user_id = parts
@@ -113,8 +114,6 @@ impl Outbound {
                 .and_then(|v| v.to_str().ok())
                 .map(Arc::from);
         }
-        let mut metrics = self.unrouted.clone();
-
         let result = async {
             // 2. check
             let target = check_head(&parts, &self.shared.limits)?;
@@ -126,7 +125,7 @@ impl Outbound {
             ex.authority = Some(authority.clone());
             let route = self.route(&authority)?;
             ex.upstream = Some(route.upstream.name.clone());
-            metrics = route.metrics.clone();
+            ex.set_metrics(route.metrics.clone());
             // 4. rewrite
             ex.upgrade = prepare_forward(&mut parts, target, Some(&authority));
             // 5. cache: above retry and the breaker, so a fresh hit costs no
@@ -160,7 +159,7 @@ impl Outbound {
         .await;
 
         // 7. respond
-        Ok(ex.respond(result, open_request, &self.shared, metrics))
+        Ok(ex.respond(result, open_request))
     }
 
     /// Finds the upstream for an authority: exact `host:port`, then `host`.

@@ -29,7 +29,6 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -37,52 +36,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use super::ConnInfo;
-
-/// Requests begun and ended on one connection: a request is in flight while
-/// the counts differ.
-#[derive(Debug, Default)]
-pub(super) struct RequestCounts {
-    begun: AtomicU32,
-    ended: AtomicU32,
-}
-
-impl RequestCounts {
-    /// `Some(ended)` when no request is in flight; the count tells one wait
-    /// for a head from the next.
-    fn idle(&self) -> Option<u32> {
-        let ended = self.ended.load(Ordering::Relaxed);
-        (self.begun.load(Ordering::Relaxed) == ended).then_some(ended)
-    }
-}
-
-/// One request on a connection, from its head to the end of its response:
-/// while it is held, the connection waits for no head. Derefs to the
-/// connection's [`ConnInfo`].
-#[derive(Debug)]
-pub struct OpenRequest(Arc<ConnInfo>);
-
-impl OpenRequest {
-    /// Counts a request as begun on `conn`.
-    pub(super) fn begin(conn: &Arc<ConnInfo>) -> OpenRequest {
-        conn.requests.begun.fetch_add(1, Ordering::Relaxed);
-        OpenRequest(conn.clone())
-    }
-}
-
-impl std::ops::Deref for OpenRequest {
-    type Target = ConnInfo;
-
-    fn deref(&self) -> &ConnInfo {
-        &self.0
-    }
-}
-
-impl Drop for OpenRequest {
-    fn drop(&mut self) {
-        self.0.requests.ended.fetch_add(1, Ordering::Relaxed);
-    }
-}
+use super::inflight::StallWatch;
+use super::{ConnInfo, ConnMetrics};
 
 /// The h2 connection preface: a connection that starts with it is HTTP/2.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -107,6 +62,11 @@ pub(super) struct HeadTimer<I> {
     /// one), with whether it runs for the current pending write.
     send_timer: Option<Pin<Box<Sleep>>>,
     send_armed: bool,
+    /// Responses waiting for a client that takes nothing (HTTP/2 without
+    /// flow-control window): see `inflight`.
+    stall: StallWatch,
+    /// Where a cut for `send_limit` is counted (once per connection).
+    metrics: Option<Arc<ConnMetrics>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -117,7 +77,13 @@ enum Preface {
 }
 
 impl<I> HeadTimer<I> {
-    pub(super) fn new(io: I, conn: Arc<ConnInfo>, limit: Duration, send_limit: Duration) -> Self {
+    pub(super) fn new(
+        io: I,
+        conn: Arc<ConnInfo>,
+        limit: Duration,
+        send_limit: Duration,
+        metrics: Arc<ConnMetrics>,
+    ) -> Self {
         let now = Instant::now();
         HeadTimer {
             io,
@@ -130,7 +96,24 @@ impl<I> HeadTimer<I> {
             send_limit,
             send_timer: None,
             send_armed: false,
+            stall: StallWatch::default(),
+            metrics: Some(metrics),
         }
+    }
+
+    /// The connection is cut for `send_limit`: counted and logged once.
+    fn cut(&mut self, reason: &'static str, detail: &'static str) -> io::Error {
+        if let Some(m) = self.metrics.take() {
+            m.send_timeouts.inc(reason);
+            tracing::warn!(
+                event = "send_timeout",
+                listener = m.listener,
+                peer = %self.conn.peer,
+                reason,
+                "client connection cut off: {detail}"
+            );
+        }
+        io::Error::new(io::ErrorKind::TimedOut, detail)
     }
 
     /// A write (or flush) that returned `polled`: fails it once it has been
@@ -153,8 +136,8 @@ impl<I> HeadTimer<I> {
             }
         }
         match self.send_timer.as_mut().map(|t| t.as_mut().poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
+            Some(Poll::Ready(())) => Poll::Ready(Err(self.cut(
+                "write_stalled",
                 "the client read nothing of the response within the send timeout",
             ))),
             _ => Poll::Pending,
@@ -176,11 +159,12 @@ impl<I> HeadTimer<I> {
         };
     }
 
-    /// With the read pending: is the head overdue? When the timer has
-    /// fired, moves it to the wait's deadline, or (with a request in flight)
-    /// one timeout on, to look again then: a response that ends does not wake
-    /// this task, so the timer is what notices the connection went idle.
-    fn overdue(&mut self, cx: &mut Context<'_>) -> bool {
+    /// With the read pending: is the head overdue, or are the responses
+    /// stalled? When the timer has fired, moves it to the wait's deadline,
+    /// or (with a request in flight) one tick on, to look again then: a
+    /// response that ends does not wake this task, so the timer is what
+    /// notices the connection went idle, and a stall.
+    fn overdue(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
         let since = match (self.conn.requests.idle(), self.wait) {
             (None, _) => {
                 self.wait = None;
@@ -196,17 +180,31 @@ impl<I> HeadTimer<I> {
         };
         if self.timer.is_elapsed() {
             let now = Instant::now();
-            let mut deadline = since.unwrap_or(now) + self.limit;
-            if now >= deadline {
-                // HTTP/2 first gets a graceful close (GOAWAY) and `limit`
-                // to finish it; HTTP/1 is simply closed, between requests.
-                if self.preface != Preface::Http2 || self.conn.close_requested() {
-                    return true;
+            let deadline = match since {
+                // In flight: a tick every `limit` or `send_limit`, whichever
+                // is shorter, so a stall is cut within two `send_limit`s.
+                None if self.stall.stalled(&self.conn, now, self.send_limit) => {
+                    return Some(self.cut(
+                        "window_stalled",
+                        "its responses waited for it and it took nothing within the send timeout",
+                    ));
                 }
-                self.conn.request_close();
-                cx.waker().wake_by_ref();
-                deadline = now + self.limit;
-            }
+                None => now + self.limit.min(self.send_limit),
+                Some(since) if now >= since + self.limit => {
+                    // HTTP/2 first gets a graceful close (GOAWAY) and `limit`
+                    // to finish it; HTTP/1 is simply closed, between requests.
+                    if self.preface != Preface::Http2 || self.conn.close_requested() {
+                        return Some(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "no request head within the head timeout",
+                        ));
+                    }
+                    self.conn.request_close();
+                    cx.waker().wake_by_ref();
+                    now + self.limit
+                }
+                Some(since) => since + self.limit,
+            };
             self.timer.as_mut().reset(deadline);
             self.registered = false;
         }
@@ -222,7 +220,7 @@ impl<I> HeadTimer<I> {
                 cx.waker().wake_by_ref();
             }
         }
-        false
+        None
     }
 }
 
@@ -239,11 +237,10 @@ impl<I: AsyncRead + Unpin> AsyncRead for HeadTimer<I> {
                 this.see(&buf.filled()[before..]);
                 Poll::Ready(read)
             }
-            Poll::Pending if this.overdue(cx) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "no request head within the head timeout",
-            ))),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => match this.overdue(cx) {
+                Some(err) => Poll::Ready(Err(err)),
+                None => Poll::Pending,
+            },
         }
     }
 }
@@ -280,6 +277,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for HeadTimer<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::OpenRequest;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     const LIMIT: Duration = Duration::from_secs(10);
@@ -288,9 +286,16 @@ mod tests {
         ConnInfo::new("127.0.0.1:1".parse().unwrap(), false, None)
     }
 
+    fn metrics() -> Arc<ConnMetrics> {
+        Arc::new(crate::metrics::Metrics::default().connections("test"))
+    }
+
     fn timed(conn: &Arc<ConnInfo>) -> (HeadTimer<DuplexStream>, DuplexStream) {
         let (server, client) = tokio::io::duplex(1024);
-        (HeadTimer::new(server, conn.clone(), LIMIT, LIMIT), client)
+        (
+            HeadTimer::new(server, conn.clone(), LIMIT, LIMIT, metrics()),
+            client,
+        )
     }
 
     /// `start` was `LIMIT` ago, to tokio's 1 ms timer resolution.
@@ -436,7 +441,7 @@ mod tests {
     async fn a_write_the_client_never_reads_fails_after_the_send_limit() {
         let conn = conn();
         let (server, _client) = tokio::io::duplex(64);
-        let mut io = HeadTimer::new(server, conn.clone(), LIMIT, LIMIT / 2);
+        let mut io = HeadTimer::new(server, conn.clone(), LIMIT, LIMIT / 2, metrics());
         let _request = OpenRequest::begin(&conn);
         let start = Instant::now();
         let big = vec![b'x'; 1024];

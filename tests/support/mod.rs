@@ -32,6 +32,7 @@ pub struct Upstream {
     pub addr: SocketAddr,
     hits: Arc<AtomicUsize>,
     connections: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -55,15 +56,18 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let connections = Arc::new(AtomicUsize::new(0));
-        let (h, c) = (hits.clone(), connections.clone());
+        let open = Arc::new(AtomicUsize::new(0));
+        let (h, c, o) = (hits.clone(), connections.clone(), open.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
                 c.fetch_add(1, Ordering::SeqCst);
+                o.fetch_add(1, Ordering::SeqCst);
                 let f = f.clone();
                 let h = h.clone();
+                let o = o.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
                         h.fetch_add(1, Ordering::SeqCst);
@@ -73,6 +77,7 @@ impl Upstream {
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                         .await;
+                    o.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -80,6 +85,7 @@ impl Upstream {
             addr,
             hits,
             connections,
+            open,
             task,
         }
     }
@@ -115,6 +121,11 @@ impl Upstream {
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 }
 
