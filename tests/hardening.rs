@@ -437,3 +437,20 @@ async fn a_client_that_never_reads_is_cut_off_with_its_app_connection() {
     let lines = proxy.wait_log_lines(1).await;
     assert!(lines[0]["error"].is_string(), "{}", lines[0]);
 }
+
+/// Found by the `head` fuzz target: an absolute-form target with no path
+/// but a fragment reached routing, rules and the log with an empty path.
+#[tokio::test]
+async fn an_absolute_form_target_without_a_path_is_the_root_everywhere() {
+    let app = Upstream::echo().await;
+    let proxy = Proxy::start(&inbound_config(app.addr, "")).await;
+    let raw = raw_exchange(
+        proxy.inbound(),
+        b"GET http://a#top HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&raw), 200, "{raw}");
+    assert_eq!(body_of(&raw)["uri"], "/");
+    let lines = proxy.wait_log_lines(1).await;
+    assert_eq!(lines[0]["path"], "/", "{}", lines[0]);
+}

@@ -82,13 +82,19 @@ pub fn check_head(parts: &Parts, limits: &Limits) -> Result<Uri, ProxyError> {
 
     let normalized = path::normalize(parts.uri.path()).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
     if matches!(normalized, std::borrow::Cow::Borrowed(_)) {
-        // Already canonical: keep only path and query, no allocation. (An
-        // absolute-form target with no path, `http://a`, asks for `/`.)
-        return Ok(parts
+        // Already canonical: keep only path and query, no allocation.
+        let target = parts
             .uri
             .path_and_query()
             .cloned()
-            .map_or_else(|| Uri::from_static("/"), Uri::from));
+            .map_or_else(|| Uri::from_static("/"), Uri::from);
+        // An absolute-form target with no path (`http://a`, `http://a#f`)
+        // asks for `/`, which its empty path-and-query does not say once the
+        // scheme is gone: it is rebuilt below, or rules for `/` would not
+        // match it.
+        if !target.path().is_empty() {
+            return Ok(target);
+        }
     }
     let mut pq = normalized.into_owned();
     if let Some(q) = parts.uri.query() {
@@ -128,4 +134,37 @@ pub fn guard_request_body(body: Incoming, limits: &Limits, count: ByteCount) -> 
         Some(count),
     )
     .boxed_unsync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(version: http::Version, uri: &str) -> Result<Uri, ProxyError> {
+        let req = http::Request::get(uri).version(version).header(header::HOST, "a");
+        let (parts, ()) = req.body(()).unwrap().into_parts();
+        check_head(&parts, &Limits::default())
+    }
+
+    /// Found by the `head` fuzz target: `http://la#x` left an empty path
+    /// for routing, policy and logs (while the next hop was sent `/`).
+    #[test]
+    fn an_absolute_form_target_without_a_path_asks_for_the_root() {
+        let cases = [
+            ("http://a", "/"),
+            ("http://a#frag", "/"),
+            ("ttp://la#x", "/"),
+            ("http://a?q=1", "/?q=1"),
+            ("http://a/b#f", "/b"),
+            ("http://a/%7euser/./x", "/~user/x"),
+            ("/plain?x", "/plain?x"),
+        ];
+        for version in [http::Version::HTTP_11, http::Version::HTTP_2] {
+            for (uri, want) in cases {
+                let got = target(version, uri).unwrap_or_else(|e| panic!("{uri}: {e}"));
+                assert_eq!(got, want, "{uri} over {version:?}");
+                assert!(got.path().starts_with('/'), "{uri}: {got:?}");
+            }
+        }
+    }
 }
