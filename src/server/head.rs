@@ -182,7 +182,8 @@ impl<I> HeadTimer<I> {
             let now = Instant::now();
             let deadline = match since {
                 // In flight: a tick every `limit` or `send_limit`, whichever
-                // is shorter, so a stall is cut within two `send_limit`s.
+                // is shorter; a stall is cut at the first look `send_limit`
+                // after the look that saw it start.
                 None if self.stall.stalled(&self.conn, now, self.send_limit) => {
                     return Some(self.cut(
                         "window_stalled",
@@ -448,6 +449,50 @@ mod tests {
         let err = io.write_all(&big).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert!(start.elapsed() >= LIMIT / 2 && start.elapsed() <= LIMIT / 2 + Duration::from_millis(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn responses_the_client_takes_nothing_of_are_cut_after_the_send_limit() {
+        let conn = conn();
+        let (server, _client) = tokio::io::duplex(64);
+        let mut io = HeadTimer::new(server, conn.clone(), LIMIT, LIMIT / 2, metrics());
+        let mut request = OpenRequest::begin(&conn);
+        request.responding();
+        let start = Instant::now();
+        read_until_closed(&mut io).await;
+        // The first look comes at the head deadline (`LIMIT` from the
+        // accept), then one tick per send limit: cut at the second look.
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= LIMIT / 2 && elapsed <= LIMIT * 3 / 2 + Duration::from_millis(2),
+            "{elapsed:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn responses_waiting_for_the_upstream_or_taken_slowly_are_not_cut() {
+        let conn = conn();
+        let (server, _client) = tokio::io::duplex(64);
+        let mut io = HeadTimer::new(server, conn.clone(), LIMIT, LIMIT / 2, metrics());
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 8];
+            let _ = io.read(&mut buf).await;
+        });
+        // A body whose last poll was Pending waits for the app: no deadline.
+        let mut slow_app = OpenRequest::begin(&conn);
+        slow_app.responding();
+        slow_app.body_polled(false);
+        tokio::time::sleep(5 * LIMIT).await;
+        assert!(!reader.is_finished(), "cut while the app was slow");
+        // A client taking a frame every 0.4 send limits keeps its connection.
+        let mut slow_client = OpenRequest::begin(&conn);
+        slow_client.responding();
+        for _ in 0..25 {
+            tokio::time::sleep(LIMIT / 5).await;
+            slow_client.body_polled(true);
+        }
+        assert!(!reader.is_finished(), "cut while the client took its responses");
+        reader.abort();
     }
 
     #[tokio::test(start_paused = true)]
