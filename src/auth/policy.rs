@@ -3,9 +3,10 @@
 //! A pure core, no I/O: [`AllowRule`] is the TOML shape (`[[inbound.allow]]`),
 //! its identities, methods and paths parsed when the config is read (a bad
 //! pattern is a config error there); [`Policy`] is the rules in the order
-//! they apply, and [`Policy::decide`] answers one request. With no rules at all the policy is "not configured" and every
-//! request passes ([`Decision::Unrestricted`]); as soon as one rule exists,
-//! anything no rule allows is denied.
+//! they apply, and [`Policy::decide`] answers one request. With no rules at
+//! all the policy is "not configured" and every request passes
+//! ([`Decision::Unrestricted`]); as soon as one rule exists, anything no rule
+//! allows is denied.
 //!
 //! Pattern syntax (identities and paths alike): an exact string, or a prefix
 //! ending in `/*`, which matches everything that starts with the prefix up to

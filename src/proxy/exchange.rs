@@ -434,31 +434,28 @@ impl Drop for Exchange {
             "client_gone",
             "the client went away before the response head".to_string(),
         ));
-        Finish::line(self, &shared, &metrics, CLIENT_CLOSED, 0, None);
+        self.record(&shared, &metrics, CLIENT_CLOSED, 0, None);
     }
 }
 
 impl Finish {
     fn write(&self, bytes_out: u64, broken: Option<&str>) {
-        Finish::line(
-            &self.exchange,
-            &self.shared,
-            &self.metrics,
-            self.status,
-            bytes_out,
-            broken,
-        );
+        self.exchange
+            .record(&self.shared, &self.metrics, self.status, bytes_out, broken);
     }
+}
 
-    /// Records one exchange: metrics, span and access line.
-    fn line(
-        e: &Exchange,
+impl Exchange {
+    /// Records the exchange's end: metrics, span and access line.
+    fn record(
+        &self,
         shared: &Shared,
         metrics: &RouteMetrics,
         status: u16,
         bytes_out: u64,
         broken: Option<&str>,
     ) {
+        let e = self;
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(e.started);
         metrics.record(status, elapsed, now.into_std());
