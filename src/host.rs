@@ -15,7 +15,7 @@
 //! path can call them.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Why a host or authority is refused; the `Display` text is for config
 /// messages ("host contains ' '").
@@ -84,26 +84,31 @@ pub fn check_name(name: &str) -> Result<(), HostError> {
     if name.len() > 253 {
         return Err(HostError::TooLong);
     }
-    let mut last = "";
-    for label in name.split('.') {
+    // Bytes, not chars: every allowed character is ASCII, so the first byte
+    // that is not allowed starts the character the message names.
+    let mut last: &[u8] = b"";
+    let mut offset = 0;
+    for label in name.as_bytes().split(|&b| b == b'.') {
         if label.is_empty() {
             return Err(HostError::EmptyLabel);
         }
         if label.len() > 63 {
             return Err(HostError::LongLabel);
         }
-        if let Some(c) = label
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_')))
+        if let Some(i) = label
+            .iter()
+            .position(|&b| !(b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
         {
+            let c = name[offset + i..].chars().next().unwrap_or_default();
             return Err(HostError::BadChar(c));
         }
-        if label.starts_with('-') || label.ends_with('-') {
+        if label[0] == b'-' || label[label.len() - 1] == b'-' {
             return Err(HostError::HyphenEdge);
         }
+        offset += label.len() + 1;
         last = label;
     }
-    if last.bytes().all(|b| b.is_ascii_digit()) {
+    if last.iter().all(u8::is_ascii_digit) {
         return Err(if name.parse::<Ipv4Addr>().is_ok() {
             HostError::NotAName
         } else {
@@ -116,11 +121,15 @@ pub fn check_name(name: &str) -> Result<(), HostError> {
 /// Checks a host to connect to or route on: an IP address (IPv6 without
 /// brackets) or a DNS name, which may end with one dot (fully qualified).
 pub fn check_host(host: &str) -> Result<(), HostError> {
-    if host.parse::<IpAddr>().is_ok() {
-        return Ok(());
-    }
     if host.contains(':') {
-        return Err(HostError::Unbracketed);
+        return match host.parse::<Ipv6Addr>() {
+            Ok(_) => Ok(()),
+            Err(_) => Err(HostError::Unbracketed),
+        };
+    }
+    // No name starts with a digit and parses as an address: names skip the parser.
+    if host.starts_with(|c: char| c.is_ascii_digit()) && host.parse::<Ipv4Addr>().is_ok() {
+        return Ok(());
     }
     check_name(host.strip_suffix('.').unwrap_or(host))
 }
@@ -185,10 +194,24 @@ mod tests {
         assert_eq!(check_name(&"a".repeat(64)), Err(HostError::LongLabel));
         assert_eq!(check_name(&"a.".repeat(127)), Err(HostError::TooLong));
 
-        for ok in ["10.1.2.3", "fd00::1", "payment.svc.cluster.local."] {
+        for ok in [
+            "10.1.2.3",
+            "fd00::1",
+            "payment.svc.cluster.local.",
+            "a-b_c.d1",
+            "a.b.",
+        ] {
             assert_eq!(check_host(ok), Ok(()), "{ok}");
         }
-        assert_eq!(check_host("a:b"), Err(HostError::Unbracketed));
+        for (bad, err) in [
+            ("a:b", HostError::Unbracketed),
+            ("10.1.2.3.", HostError::NotAName),
+            ("10.1.2.300", HostError::BadIpv4),
+            ("a..", HostError::EmptyLabel),
+            ("x.ä", HostError::BadChar('ä')),
+        ] {
+            assert_eq!(check_host(bad), Err(err), "{bad}");
+        }
 
         for (s, want) in [
             ("a:65535", Ok(("a", Some(65535)))),

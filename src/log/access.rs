@@ -309,34 +309,43 @@ impl Object<'_> {
     }
 
     /// `"ip:port"` (`"[v6]:port"`); an IPv4 one is put together on the
-    /// stack and appended once.
+    /// stack byte by byte (no copy call per piece) and appended once.
     fn addr(&mut self, key: &'static str, addr: SocketAddr) {
         self.key(key);
         match addr {
             SocketAddr::V4(v4) => {
                 let mut text = [0u8; 23]; // "255.255.255.255:65535"
-                let mut n = 0;
-                let mut put = |bytes: &[u8]| {
-                    text[n..n + bytes.len()].copy_from_slice(bytes);
-                    n += bytes.len();
-                };
-                put(b"\"");
+                text[0] = b'"';
+                let mut n = 1;
                 let [a, b, c, d] = v4.ip().octets();
                 for (octet, after) in [(a, b'.'), (b, b'.'), (c, b'.'), (d, b':')] {
-                    let digits = [b'0' + octet / 100, b'0' + octet / 10 % 10, b'0' + octet % 10];
-                    let skip = if octet >= 100 {
-                        0
-                    } else if octet >= 10 {
-                        1
-                    } else {
-                        2
-                    };
-                    put(&digits[skip..]);
-                    put(&[after]);
+                    if octet >= 100 {
+                        text[n] = b'0' + octet / 100;
+                        n += 1;
+                    }
+                    if octet >= 10 {
+                        text[n] = b'0' + octet / 10 % 10;
+                        n += 1;
+                    }
+                    text[n] = b'0' + octet % 10;
+                    text[n + 1] = after;
+                    n += 2;
                 }
-                put(itoa::Buffer::new().format(v4.port()).as_bytes());
-                put(b"\"");
-                self.0.extend_from_slice(&text[..n]);
+                let port = v4.port();
+                let digits = match port {
+                    0..=9 => 1,
+                    10..=99 => 2,
+                    100..=999 => 3,
+                    1000..=9999 => 4,
+                    _ => 5,
+                };
+                let mut rest = port;
+                for i in (0..digits).rev() {
+                    text[n + i] = b'0' + (rest % 10) as u8;
+                    rest /= 10;
+                }
+                text[n + digits] = b'"';
+                self.0.extend_from_slice(&text[..n + digits + 1]);
             }
             SocketAddr::V6(v6) => {
                 let _ = write!(self.0, "\"{v6}\"");
@@ -527,6 +536,10 @@ mod tests {
             "255.255.255.255:65535",
             "1.22.103.9:80",
             "10.0.100.99:8080",
+            "1.2.3.4:9",
+            "9.9.9.9:10",
+            "100.0.0.1:999",
+            "1.1.1.1:1000",
             "[fd00::1]:443",
         ] {
             let addr: SocketAddr = text.parse().unwrap();

@@ -141,11 +141,10 @@ fn epoch(now_secs: u64) -> u32 {
 }
 
 fn bucket(elapsed: Duration) -> usize {
-    let ratio = elapsed.as_micros() as f64 / BASE_MICROS;
-    if ratio <= 1.0 {
-        return 0;
-    }
-    (ratio.log2().ceil() as usize).min(BUCKETS - 1)
+    // The smallest i with BASE × 2^i ≥ elapsed, in integers (no float log).
+    let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    let ratio = micros.div_ceil(BASE_MICROS as u64).max(1);
+    (ratio.next_power_of_two().trailing_zeros() as usize).min(BUCKETS - 1)
 }
 
 /// Bucket `i` spans (lower, upper] in ms; the last bucket reports its lower bound.
@@ -191,9 +190,11 @@ mod tests {
             (Duration::from_micros(100), 0),
             (Duration::from_micros(101), 1),
             (Duration::from_micros(200), 1),
+            (Duration::from_micros(201), 2),
             (MS(1), 4),
             (MS(100), 10),
             (Duration::from_secs(3600), BUCKETS - 1),
+            (Duration::MAX, BUCKETS - 1),
         ] {
             assert_eq!(bucket(elapsed), want, "{elapsed:?}");
         }

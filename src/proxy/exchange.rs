@@ -144,7 +144,8 @@ pub struct Exchange {
 impl Exchange {
     /// Starts the record of one request from `client`, counted in
     /// `metrics`. What only the access line needs is kept only when one will
-    /// be written.
+    /// be written. Boxed: it rides in the handler's future and then in the
+    /// response body, which hyper moves several times per request.
     pub fn new(
         direction: Direction,
         parts: &Parts,
@@ -152,9 +153,9 @@ impl Exchange {
         trace: RequestTrace,
         shared: &Arc<Shared>,
         metrics: RouteMetrics,
-    ) -> Exchange {
+    ) -> Box<Exchange> {
         let logged = shared.access_log.is_some();
-        Exchange {
+        Box::new(Exchange {
             direction,
             started: Instant::now(),
             trace,
@@ -179,7 +180,7 @@ impl Exchange {
             upgrade: None,
             phases: Vec::new(),
             unanswered: Some((shared.clone(), metrics)),
-        }
+        })
     }
 
     /// Counts the request in `metrics` instead (once routed).
@@ -216,7 +217,7 @@ impl Exchange {
     /// features' head phase runs here, their end phase, the access line and
     /// the metrics when the body ends. The request stays open until then.
     pub fn respond(
-        mut self,
+        mut self: Box<Self>,
         result: Result<Reply, ProxyError>,
         open_request: OpenRequest,
     ) -> Response<ClientBody> {
@@ -412,7 +413,7 @@ impl Body for ResponseBody {
 
 /// The access line, span and metrics of one exchange, written at body end.
 pub struct Finish {
-    exchange: Exchange,
+    exchange: Box<Exchange>,
     status: u16,
     shared: Arc<Shared>,
     metrics: RouteMetrics,
