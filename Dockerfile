@@ -6,15 +6,23 @@
 # mount your config (and its certificates) there. Without a mount it runs
 # docker/kawal.toml: a plaintext inbound on :15006 to an app on 127.0.0.1:8080.
 
-# --- build: the release build the README describes, nothing downloaded but crates.
+# --- build: profile-guided (docker/pgo-build.sh, the script bench/pgo.sh
+# runs too): an instrumented build trained on loopback with the repository's
+# own load generator (examples/soak.rs), then the release build with that
+# profile. Nothing downloaded but crates and Debian packages (llvm-profdata of
+# rustc's LLVM major, openssl for the training's certificates).
 FROM rust:1.95-slim-bookworm AS builder
 WORKDIR /src
+COPY docker/pgo-build.sh docker/certs.sh ./docker/
+RUN docker/pgo-build.sh --install
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY examples/soak.rs ./examples/
+# The cached target dir keeps the instrumented build and the load generator;
+# the script empties the profile-use build's dir and the profiles each time.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin kawal \
- && cp target/release/kawal /kawal
+    bin=$(docker/pgo-build.sh) && cp "$bin" /kawal
 
 # --- run: glibc and libgcc only, no shell, no package manager.
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime

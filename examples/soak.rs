@@ -11,6 +11,12 @@
 //!   the end, `sent answered errors aborted lost` as one JSON line: every
 //!   request sent is answered, failed on its connection, or aborted by the
 //!   client; none may be left hanging (`lost`).
+//! - `soak train INBOUND OUTBOUND SECONDS CONNS`: the training load of
+//!   `docker/pgo-build.sh`, closed loop for SECONDS on CONNS keep-alive
+//!   connections per kind: HTTP/1.1 GETs and small POSTs to INBOUND, HTTP/1.1
+//!   GETs to OUTBOUND (Host `b`), h2c GETs to INBOUND. Prints the answers per
+//!   kind as one JSON line; exits non-zero when any request failed or any
+//!   kind got no answer, so a broken training stops the build.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -34,7 +40,16 @@ async fn main() {
             let workers: usize = args[5].parse().expect("WORKERS");
             load(&args[2], &args[3], Duration::from_secs(secs), workers).await
         }
-        _ => eprintln!("usage: soak upstream ADDR | soak load INBOUND OUTBOUND SECONDS WORKERS"),
+        Some("train") => {
+            let secs: u64 = args[4].parse().expect("SECONDS");
+            let conns: usize = args[5].parse().expect("CONNS");
+            let ok = train(&args[2], &args[3], Duration::from_secs(secs), conns).await;
+            std::process::exit(if ok { 0 } else { 1 });
+        }
+        _ => eprintln!(
+            "usage: soak upstream ADDR | soak load INBOUND OUTBOUND SECONDS WORKERS \
+             | soak train INBOUND OUTBOUND SECONDS CONNS"
+        ),
     }
 }
 
@@ -214,4 +229,68 @@ async fn one(client: &reqwest::Client, inbound: &str, outbound: &str, w: usize, 
             counts.errors.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// The kinds of request of `soak train`: (name, h2c, outbound, POST).
+const TRAIN_KINDS: [(&str, bool, bool, bool); 4] = [
+    ("inbound_h1", false, false, false),
+    ("inbound_h1_post", false, false, true),
+    ("outbound_mtls", false, true, false),
+    ("inbound_h2c", true, false, false),
+];
+
+async fn train(inbound: &str, outbound: &str, duration: Duration, conns: usize) -> bool {
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for (kind, &(_, h2c, out, post)) in TRAIN_KINDS.iter().enumerate() {
+        for _ in 0..conns {
+            // One client per task: one keep-alive connection each.
+            let mut builder = reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(5));
+            if h2c {
+                builder = builder.http2_prior_knowledge();
+            }
+            let client = builder.build().unwrap();
+            let url = match (out, post) {
+                (true, _) => format!("http://{outbound}/small"),
+                (false, true) => format!("http://{inbound}/echo"),
+                (false, false) => format!("http://{inbound}/small"),
+            };
+            tasks.push(tokio::spawn(async move {
+                let (mut ok, mut failed) = (0u64, 0u64);
+                while Instant::now() < deadline {
+                    let req = if post {
+                        client.post(&url).body(&b"{\"training\":true}"[..])
+                    } else {
+                        client.get(&url)
+                    };
+                    let req = if out { req.header("host", "b") } else { req };
+                    let answered = match req.send().await {
+                        Ok(res) => res.status().is_success() && res.bytes().await.is_ok(),
+                        Err(_) => false,
+                    };
+                    if answered {
+                        ok += 1;
+                    } else {
+                        failed += 1;
+                    }
+                }
+                (kind, ok, failed)
+            }));
+        }
+    }
+    let (mut ok, mut failed) = ([0u64; TRAIN_KINDS.len()], 0u64);
+    for t in tasks {
+        let (kind, o, f) = t.await.expect("training task");
+        ok[kind] += o;
+        failed += f;
+    }
+    let per_kind: Vec<String> = TRAIN_KINDS
+        .iter()
+        .zip(ok)
+        .map(|((name, ..), n)| format!(r#""{name}":{n}"#))
+        .collect();
+    println!(r#"{{{},"failed":{failed}}}"#, per_kind.join(","));
+    failed == 0 && ok.iter().all(|&n| n > 0)
 }

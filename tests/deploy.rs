@@ -122,12 +122,18 @@ fn dockerfile_builds_in_one_stage_and_runs_kawal_as_non_root_in_a_small_one() {
     );
     let final_at = steps.iter().rposition(|(k, _)| k == "FROM").unwrap();
     let (build, run) = steps.split_at(final_at);
+    // The builder runs the profile-guided build script, the one bench/pgo.sh
+    // runs: a release build with the merged profile.
     assert!(
         build
             .iter()
-            .any(|(k, a)| k == "RUN" && a.contains("cargo build --release --locked")),
+            .any(|(k, a)| k == "RUN" && a.contains("docker/pgo-build.sh)")),
         "{build:?}"
     );
+    let script = read("docker/pgo-build.sh");
+    assert!(script.contains("cargo build --release --locked --bin kawal"));
+    assert!(script.contains("-Cprofile-use="));
+    assert!(read("bench/pgo.sh").contains("docker/pgo-build.sh"));
 
     // Every COPY from the context exists and is not docker-ignored; every
     // COPY --from names a stage.
@@ -138,6 +144,7 @@ fn dockerfile_builds_in_one_stage_and_runs_kawal_as_non_root_in_a_small_one() {
         .map(String::from)
         .collect();
     let mut copied_to = Vec::new();
+    let mut copied = Vec::new();
     for (_, args) in steps.iter().filter(|(k, _)| k == "COPY") {
         let mut parts: Vec<&str> = args.split_whitespace().collect();
         let dest = parts.pop().unwrap();
@@ -152,6 +159,7 @@ fn dockerfile_builds_in_one_stage_and_runs_kawal_as_non_root_in_a_small_one() {
                 "COPY {src}: no such file in the repository"
             );
             let src = src.trim_start_matches("./").trim_end_matches('/');
+            copied.push(src.to_string());
             assert!(
                 !ignored
                     .iter()
@@ -159,6 +167,31 @@ fn dockerfile_builds_in_one_stage_and_runs_kawal_as_non_root_in_a_small_one() {
                 "COPY {src} is excluded by .dockerignore"
             );
         }
+    }
+
+    // What the script reads is in the builder: the crate, the scripts it
+    // runs and the examples it builds.
+    let mut needed = vec!["Cargo.toml".to_string(), "Cargo.lock".into(), "src".into()];
+    let words: Vec<&str> = script.split_whitespace().collect();
+    for pair in words.windows(2) {
+        if pair[0] == "--example" {
+            needed.push(format!("examples/{}.rs", pair[1]));
+        }
+    }
+    needed.extend(
+        words
+            .iter()
+            .map(|w| w.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '/' && c != '.' && c != '-'))
+            .filter(|w| w.starts_with("docker/") && w.ends_with(".sh"))
+            .map(String::from),
+    );
+    assert!(needed.iter().any(|n| n == "docker/certs.sh"), "{needed:?}");
+    assert!(needed.iter().any(|n| n == "examples/soak.rs"), "{needed:?}");
+    for file in &needed {
+        assert!(
+            copied.contains(file),
+            "the builder does not COPY {file}, which docker/pgo-build.sh reads: {copied:?}"
+        );
     }
 
     let last = |kw: &str| run.iter().rev().find(|(k, _)| k == kw).map(|(_, a)| a.clone());
