@@ -3,7 +3,7 @@
 # one a human runs (bench/pgo.sh calls it), so what is measured is what ships.
 #
 #   docker/pgo-build.sh             # prints the binary's path: target/pgo/release/kawal
-#   docker/pgo-build.sh --install   # only apt-get installs what it needs (root)
+#   docker/pgo-build.sh --install   # only installs what it needs (apt-get, as root)
 #
 # 1. kawal instrumented (-Cprofile-generate, target/pgo-gen) and the load
 #    generator examples/soak.rs plain (target/pgo-load: its own code stays
@@ -19,17 +19,17 @@
 # 4. the release build with -Cprofile-use, in a target dir emptied first
 #    (cargo does not rebuild dependencies when a profile's content changes).
 #
-# Needs cargo, openssl and llvm-profdata-N (--install gets llvm-N and openssl
-# from Debian). Loopback ports PGO_PORT..PGO_PORT+4 (default 17480).
+# Needs cargo, openssl and llvm-profdata-N (installed with apt-get as llvm-N
+# when missing). Loopback ports PGO_PORT..PGO_PORT+4 (default 17480).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 llvm=$(rustc -vV | awk '/^LLVM version/ {split($3, v, "."); print v[1]}')
 profdata=llvm-profdata-$llvm
-if [ "${1:-}" = --install ]; then
+install() {
   apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "llvm-$llvm" openssl
-  exit 0
-fi
-command -v "$profdata" >/dev/null || { echo "pgo-build: $profdata missing (apt-get install llvm-$llvm, or $0 --install)" >&2; exit 1; }
+}
+[ "${1:-}" != --install ] || { install; exit 0; }
+{ command -v "$profdata" && command -v openssl; } >/dev/null || install >&2
 target=${CARGO_TARGET_DIR:-$PWD/target}
 secs=${TRAIN_SECS:-15}
 port=${PGO_PORT:-17480}
