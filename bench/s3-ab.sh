@@ -9,6 +9,8 @@
 #   INSTR=1 bench/s3-ab.sh OLD_BIN NEW_BIN  # instructions per request instead
 #   KEEP=DIR INSTR=1 ...                    # and keep the callgrind profiles
 #   NEW_LOG=info bench/s3-ab.sh BIN BIN     # access logs off (old) vs on (new), one binary
+#   LOG_SINK=pipe ...                        # stdout to a pipe read on the load generator's
+#                                            # core (as a container runtime reads it), not a file
 #
 # INSTR=1 runs each pair under callgrind with one connection (no batching) and
 # prints user-space instructions per request for A and B: the same figure run
@@ -75,6 +77,13 @@ level = "$level"
 T
   local wrap=()
   [ -n "${INSTR:-}" ] && wrap=(valgrind --tool=callgrind "--callgrind-out-file=$tmp/$name-%p.cg")
+  local side
+  for side in b a; do
+    if [ "${LOG_SINK:-file}" = pipe ]; then
+      mkfifo "$tmp/$name-$side.log"
+      taskset -c "$LG_CPU" cat "$tmp/$name-$side.log" >/dev/null & pids+=($!)
+    fi
+  done
   taskset -c "$SUT_CPU" "${wrap[@]}" "$bin" --config "$tmp/$name-b.toml" >"$tmp/$name-b.log" 2>&1 & pids+=($!)
   echo $! >"$tmp/$name.pids"
   taskset -c "$SUT_CPU" "${wrap[@]}" "$bin" --config "$tmp/$name-a.toml" >"$tmp/$name-a.log" 2>&1 & pids+=($!)
