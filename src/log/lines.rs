@@ -5,11 +5,11 @@
 //! A request never waits on stdout: when the buffers hold `MAX_BUFFERED`
 //! bytes (stdout is slow or blocked), new lines are dropped and counted
 //! (`kawal_log_lines_dropped_total`). Batching is the point: the writer
-//! thread is woken once when a buffer goes from empty to non-empty, waits
-//! `BATCH_WINDOW` for more lines, and writes them all with one `write`; a
-//! busy proxy pays neither a wake-up nor a system call per line. Each thread
-//! has its own buffer so that writers never contend with each other, only
-//! (briefly) with the drain.
+//! thread is woken when a buffer gets its first line, then writes whatever
+//! came in every `BATCH_WINDOW` with one `write` until a window brings
+//! nothing; a busy proxy pays neither a wake-up nor a system call per line.
+//! Each thread has its own buffer so that writers never contend with each
+//! other, only (briefly) with the drain.
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -76,14 +76,23 @@ impl LineWriter {
             .spawn(move || {
                 let mut batch = Vec::new();
                 loop {
+                    // Idle: wait for a buffer's first line (or the stop).
                     std::thread::park();
-                    let stopping = drain.stop.load(Ordering::Acquire);
-                    if !stopping {
-                        std::thread::sleep(BATCH_WINDOW);
-                    }
-                    drain.drain_into(&mut batch, &mut out);
-                    if stopping {
-                        return;
+                    // Busy: one batch per window until a window brings none.
+                    // Meanwhile the request threads' unparks find this thread
+                    // asleep, not parked: an atomic swap, no system call.
+                    loop {
+                        let stopping = drain.stop.load(Ordering::Acquire);
+                        if !stopping {
+                            std::thread::sleep(BATCH_WINDOW);
+                        }
+                        let wrote = drain.drain_into(&mut batch, &mut out);
+                        if stopping {
+                            return;
+                        }
+                        if !wrote {
+                            break;
+                        }
                     }
                 }
             })
@@ -141,8 +150,9 @@ impl Shared {
     /// Moves every buffer's lines into `batch` and writes them. A line is
     /// appended whole under its buffer's lock, so batches split only
     /// between lines. The buffer of a thread that has exited (only this list
-    /// still holds it) is drained one last time and forgotten.
-    fn drain_into(&self, batch: &mut Vec<u8>, out: &mut impl Write) {
+    /// still holds it) is drained one last time and forgotten. Whether
+    /// there were any lines.
+    fn drain_into(&self, batch: &mut Vec<u8>, out: &mut impl Write) -> bool {
         lock(&self.buffers).retain(|buffer| {
             let orphan = Arc::strong_count(buffer) == 1;
             let mut lines = lock(&buffer.lines);
@@ -154,12 +164,14 @@ impl Shared {
             }
             !orphan
         });
-        if !batch.is_empty() {
-            // A failed write (stdout closed) loses the batch: there is
-            // nowhere else to report it.
-            let _ = out.write_all(batch).and_then(|()| out.flush());
-            batch.clear();
+        if batch.is_empty() {
+            return false;
         }
+        // A failed write (stdout closed) loses the batch: there is nowhere
+        // else to report it.
+        let _ = out.write_all(batch).and_then(|()| out.flush());
+        batch.clear();
+        true
     }
 }
 
@@ -246,6 +258,30 @@ mod tests {
         seen.sort();
         assert_eq!(seen.len(), 4000);
         assert_eq!(writer.dropped(), 0);
+    }
+
+    /// Waits (bounded) until `out` holds `want`, without flushing.
+    fn written(out: &Out, want: &[u8]) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if lock(&out.0).as_slice() == want {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    #[test]
+    fn lines_after_an_idle_spell_wake_the_writer_again() {
+        let out = Out::default();
+        let (writer, _flush) = LineWriter::spawn(out.clone());
+        writer.write_line(b"one\n");
+        assert!(written(&out, b"one\n"));
+        // Several empty windows: the writer goes back to waiting for a wake-up.
+        std::thread::sleep(BATCH_WINDOW * 5);
+        writer.write_line(b"two\n");
+        assert!(written(&out, b"one\ntwo\n"));
     }
 
     #[test]
