@@ -7,6 +7,8 @@ set -euo pipefail
 mode=$1
 bin=${KAWAL_BIN:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)/target/release/kawal}
 dir=$(mktemp -d /tmp/kawal-cand.XXXXXX)
+# ACCESS_LOG=1: kawal's JSON access lines on (as by default); otherwise off, as for the peers.
+level=warn; [ "${ACCESS_LOG:-0}" = 1 ] && level=info
 adm() { echo "127.0.0.1:$(( $1 + 1000 ))"; }
 case $mode in
 plain) cat > "$dir/kawal.toml" <<T
@@ -18,7 +20,7 @@ listen = "$(adm "$CANDIDATE_PORT")"
 listen = "127.0.0.1:$CANDIDATE_PORT"
 app = "$UPSTREAM_ADDR"
 [log]
-level = "warn"
+level = "$level"
 T
 ;;
 mtls-a) cat > "$dir/kawal.toml" <<T
@@ -37,7 +39,7 @@ cert = "$PB_A_CRT"
 key = "$PB_A_KEY"
 server_identity = "spiffe://test/ns/default/sa/b"
 [log]
-level = "warn"
+level = "$level"
 T
 ;;
 mtls-b) cat > "$dir/kawal.toml" <<T
@@ -53,7 +55,7 @@ cert = "$PB_B_CRT"
 key = "$PB_B_KEY"
 client_ca = "$PB_CA"
 [log]
-level = "warn"
+level = "$level"
 T
 ;;
 *) echo "usage: $0 plain|mtls-a|mtls-b" >&2; exit 2;;
