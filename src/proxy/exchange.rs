@@ -439,13 +439,6 @@ impl Drop for Exchange {
     }
 }
 
-impl Finish {
-    fn write(&self, bytes_out: u64, broken: Option<&str>) {
-        self.exchange
-            .record(&self.shared, &self.metrics, self.status, bytes_out, broken);
-    }
-}
-
 impl Exchange {
     /// Records the exchange's end: metrics, span and access line.
     fn record(
@@ -456,17 +449,16 @@ impl Exchange {
         bytes_out: u64,
         broken: Option<&str>,
     ) {
-        let e = self;
         let now = Instant::now();
-        let elapsed = now.saturating_duration_since(e.started);
+        let elapsed = now.saturating_duration_since(self.started);
         metrics.record(status, elapsed, now.into_std());
-        let (error, detail) = match (&e.error, broken) {
+        let (error, detail) = match (&self.error, broken) {
             (Some((kind, detail)), _) => (Some(*kind), Some(detail.as_str())),
             (None, Some(detail)) => (Some("response_aborted"), Some(detail)),
             (None, None) => (None, None),
         };
-        if let Some(spans) = shared.spans.as_ref().filter(|_| e.trace.sampled) {
-            spans.record(&e.trace, e.server_span(status, error, elapsed));
+        if let Some(spans) = shared.spans.as_ref().filter(|_| self.trace.sampled) {
+            spans.record(&self.trace, self.server_span(status, error, elapsed));
         }
         let Some(access_log) = &shared.access_log else {
             return;
@@ -474,32 +466,32 @@ impl Exchange {
         access_log.write(&AccessLine {
             timestamp: std::time::SystemTime::now(),
             service_name: &shared.service,
-            trace_id: e.trace.trace_id,
-            span_id: e.trace.span_id,
-            parent_span_id: e.trace.parent_id,
-            direction: e.direction.as_str(),
-            method: e.method.as_str(),
-            path: e.uri.path(),
-            authority: e.authority.as_ref().and_then(|a| a.to_str().ok()),
-            protocol: protocol(e.version),
-            client_address: e.client,
-            user_agent: e
+            trace_id: self.trace.trace_id,
+            span_id: self.trace.span_id,
+            parent_span_id: self.trace.parent_id,
+            direction: self.direction.as_str(),
+            method: self.method.as_str(),
+            path: self.uri.path(),
+            authority: self.authority.as_ref().and_then(|a| a.to_str().ok()),
+            protocol: protocol(self.version),
+            client_address: self.client,
+            user_agent: self
                 .user_agent
                 .as_ref()
                 .map(|ua| truncated(ua.as_bytes(), MAX_USER_AGENT)),
             status_code: status,
             duration: elapsed,
-            upstream: e.upstream.as_deref(),
-            attempts: e.attempts.count,
-            endpoint: e.attempts.endpoint,
-            upstream_head_duration: e.upstream_head,
-            retried: &e.attempts.retried,
-            user_id: e.user_id.as_deref(),
-            peer_identity: e.peer_identity.as_deref(),
-            authz_rule: e.authz_rule,
-            cache: e.cache,
-            guard: e.guard,
-            bytes_in: e.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
+            upstream: self.upstream.as_deref(),
+            attempts: self.attempts.count,
+            endpoint: self.attempts.endpoint,
+            upstream_head_duration: self.upstream_head,
+            retried: &self.attempts.retried,
+            user_id: self.user_id.as_deref(),
+            peer_identity: self.peer_identity.as_deref(),
+            authz_rule: self.authz_rule,
+            cache: self.cache,
+            guard: self.guard,
+            bytes_in: self.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
             bytes_out,
             error,
             error_detail: detail,
@@ -585,9 +577,9 @@ impl Drop for ClientBody {
         for phase in self.phases.drain(..) {
             phase.end(how);
         }
-        // By reference: moving the finished exchange out would copy it.
-        if let Some(finish) = &self.finish {
-            finish.write(self.bytes_out, broken.as_deref());
+        if let Some(f) = &self.finish {
+            f.exchange
+                .record(&f.shared, &f.metrics, f.status, self.bytes_out, broken.as_deref());
         }
     }
 }
