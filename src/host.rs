@@ -15,7 +15,7 @@
 //! path can call them.
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv6Addr;
 
 /// Why a host or authority is refused; the `Display` text is for config
 /// messages ("host contains ' '").
@@ -109,7 +109,7 @@ pub fn check_name(name: &str) -> Result<(), HostError> {
         last = label;
     }
     if last.iter().all(u8::is_ascii_digit) {
-        return Err(if name.parse::<Ipv4Addr>().is_ok() {
+        return Err(if is_ipv4(name.as_bytes()) {
             HostError::NotAName
         } else {
             HostError::BadIpv4
@@ -127,19 +127,52 @@ pub fn check_host(host: &str) -> Result<(), HostError> {
             Err(_) => Err(HostError::Unbracketed),
         };
     }
-    // No name starts with a digit and parses as an address: names skip the parser.
-    if host.starts_with(|c: char| c.is_ascii_digit()) && host.parse::<Ipv4Addr>().is_ok() {
+    check_ipv4_or_name(host)
+}
+
+/// [`check_host`] for a host without a colon.
+fn check_ipv4_or_name(host: &str) -> Result<(), HostError> {
+    if is_ipv4(host.as_bytes()) {
         return Ok(());
     }
     check_name(host.strip_suffix('.').unwrap_or(host))
+}
+
+/// Whether `text` is an IPv4 address as `Ipv4Addr`'s parser reads one: four
+/// decimal numbers up to 255, dot-separated, without leading zeros. By hand
+/// because it is on every request's path (a Host of `10.0.0.7:8080`), where
+/// the generic parser costs several times as much.
+fn is_ipv4(text: &[u8]) -> bool {
+    let (mut parts, mut number, mut digits) = (1, 0u16, 0);
+    for &b in text {
+        match b {
+            // "0" is a number, "01" is not.
+            b'0'..=b'9' if !(digits == 1 && number == 0) => {
+                number = number * 10 + u16::from(b - b'0');
+                digits += 1;
+                if number > 255 {
+                    return false;
+                }
+            }
+            b'.' if digits > 0 && parts < 4 => (parts, number, digits) = (parts + 1, 0, 0),
+            _ => return false,
+        }
+    }
+    parts == 4 && digits > 0
 }
 
 /// Splits and checks an authority, `host[:port]` or `[v6][:port]`: the host
 /// (without brackets) and the port, if one is written. Port 0 passes here:
 /// whether it may be dialled is the caller's rule.
 pub fn split_authority(authority: &str) -> Result<(&str, Option<u16>), HostError> {
-    if authority.contains('@') {
-        return Err(HostError::Userinfo);
+    // One pass for the userinfo and the colons: this runs on every request.
+    let (mut colons, mut last_colon) = (0, 0);
+    for (i, &b) in authority.as_bytes().iter().enumerate() {
+        match b {
+            b'@' => return Err(HostError::Userinfo),
+            b':' => (colons, last_colon) = (colons + 1, i),
+            _ => {}
+        }
     }
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         let (v6, after) = rest.split_once(']').ok_or(HostError::Brackets)?;
@@ -151,27 +184,30 @@ pub fn split_authority(authority: &str) -> Result<(&str, Option<u16>), HostError
             _ => (v6, Some(after.strip_prefix(':').ok_or(HostError::Brackets)?)),
         }
     } else {
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
+        let (host, port) = match colons {
+            0 => (authority, None),
+            1 => (&authority[..last_colon], Some(&authority[last_colon + 1..])),
+            _ => return Err(HostError::Unbracketed),
         };
-        if host.contains(':') {
-            return Err(HostError::Unbracketed);
-        }
-        check_host(host)?;
+        check_ipv4_or_name(host)?;
         (host, port)
     };
-    let port = match port {
+    let port = match port.map(str::as_bytes) {
         None => None,
-        Some("") => return Err(HostError::MissingPort),
-        Some(p) if p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) => return Err(HostError::BadPort),
-        Some(p) => Some(p.parse::<u16>().map_err(|_| HostError::PortTooLarge)?),
+        Some(b"") => return Err(HostError::MissingPort),
+        Some(p) if p.len() > 5 || !p.iter().all(u8::is_ascii_digit) => return Err(HostError::BadPort),
+        Some(p) => {
+            let port = p.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'));
+            Some(u16::try_from(port).map_err(|_| HostError::PortTooLarge)?)
+        }
     };
     Ok((host, port))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     #[test]
@@ -231,8 +267,44 @@ mod tests {
             (":80", Err(HostError::Empty)),
             ("user@a", Err(HostError::Userinfo)),
             ("a/b", Err(HostError::BadChar('/'))),
+            ("10.0.0.7:8080", Ok(("10.0.0.7", Some(8080)))),
+            ("a:b:80", Err(HostError::Unbracketed)),
         ] {
             assert_eq!(split_authority(s), want, "{s}");
         }
+    }
+
+    /// The hand-written IPv4 rule reads every string as the standard
+    /// parser does: all strings of up to 7 characters over digits that
+    /// matter (0, 1, 2, 5, 6, 9) and dots, and some longer ones.
+    #[test]
+    fn ipv4_agrees_with_the_standard_parser() {
+        const ALPHABET: &[u8] = b"012569.";
+        let mut checked = 0;
+        let mut text = Vec::new();
+        for len in 0..=7u32 {
+            for mut n in 0..ALPHABET.len().pow(len) {
+                text.clear();
+                for _ in 0..len {
+                    text.push(ALPHABET[n % ALPHABET.len()]);
+                    n /= ALPHABET.len();
+                }
+                let std = std::str::from_utf8(&text).unwrap().parse::<Ipv4Addr>().is_ok();
+                assert_eq!(is_ipv4(&text), std, "{:?}", std::str::from_utf8(&text));
+                checked += 1;
+            }
+        }
+        for s in [
+            "255.255.255.255",
+            "256.1.1.1",
+            "1.2.3.4.5",
+            "001.2.3.4",
+            "1.2.3.04",
+            "127.0.0.1",
+            "1.2.3.a",
+        ] {
+            assert_eq!(is_ipv4(s.as_bytes()), s.parse::<Ipv4Addr>().is_ok(), "{s}");
+        }
+        assert!(checked > 900_000);
     }
 }

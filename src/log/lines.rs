@@ -110,15 +110,13 @@ impl LineWriter {
         OWN.with(|own| {
             let mut own = own.borrow_mut();
             let buffer = match &*own {
-                Some((shared, buffer)) if Arc::ptr_eq(shared, &self.shared) => buffer.clone(),
+                Some((shared, buffer)) if Arc::ptr_eq(shared, &self.shared) => buffer,
                 _ => {
                     let buffer = Arc::new(Buffer::default());
                     lock(&self.shared.buffers).push(buffer.clone());
-                    *own = Some((self.shared.clone(), buffer.clone()));
-                    buffer
+                    &own.insert((self.shared.clone(), buffer)).1
                 }
             };
-            drop(own);
             let mut lines = lock(&buffer.lines);
             if lines.len() + line.len() > MAX_BUFFERED {
                 drop(lines);

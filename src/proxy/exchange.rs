@@ -135,17 +135,25 @@ pub struct Exchange {
     pub upgrade: Option<OnUpgrade>,
     /// Features' response phases, in registration order.
     phases: Vec<Box<dyn ResponsePhases>>,
-    /// What the access line and the metrics need, until the request is
-    /// answered: a request dropped before then (its client went away, and
-    /// hyper dropped the handler) is logged when it is dropped.
-    unanswered: Option<(Arc<Shared>, RouteMetrics)>,
+    shared: Arc<Shared>,
+    metrics: RouteMetrics,
+    /// The status sent, once answered. Dropped unanswered, the exchange
+    /// is a request whose client went away (hyper dropped the handler).
+    status: Option<u16>,
+    /// Ends with the response (none after a switch to a tunnel).
+    open_request: Option<OpenRequest>,
+    /// Response body bytes sent.
+    bytes_out: u64,
+    /// Set when the response body ended: cleanly, or broken with this cause.
+    ended: Option<Result<(), String>>,
 }
 
 impl Exchange {
     /// Starts the record of one request from `client`, counted in
     /// `metrics`. What only the access line needs is kept only when one will
     /// be written. Boxed: it rides in the handler's future and then in the
-    /// response body, which hyper moves several times per request.
+    /// response body, which hyper moves several times per request, and it
+    /// records itself when dropped (see its `Drop`).
     pub fn new(
         direction: Direction,
         parts: &Parts,
@@ -179,15 +187,18 @@ impl Exchange {
             guard: None,
             upgrade: None,
             phases: Vec::new(),
-            unanswered: Some((shared.clone(), metrics)),
+            shared: shared.clone(),
+            metrics,
+            status: None,
+            open_request: None,
+            bytes_out: 0,
+            ended: None,
         })
     }
 
     /// Counts the request in `metrics` instead (once routed).
     pub fn set_metrics(&mut self, metrics: RouteMetrics) {
-        if let Some((_, m)) = &mut self.unanswered {
-            *m = metrics;
-        }
+        self.metrics = metrics;
     }
 
     /// Registers a feature's response phases: its head, data and end
@@ -221,16 +232,15 @@ impl Exchange {
         result: Result<Reply, ProxyError>,
         open_request: OpenRequest,
     ) -> Response<ClientBody> {
-        let (shared, metrics) = self.unanswered.take().expect("answered once");
         let mut open_request = Some(open_request);
         // One split of the response into head and body, whichever it is.
         let reply = result.and_then(|reply| match reply {
             Reply::Upstream(res) => {
                 let (parts, body) = self.switch_protocols(res, &mut open_request)?.into_parts();
-                if shared.access_log.is_some() {
+                if self.shared.access_log.is_some() {
                     self.upstream_head = Some(self.started.elapsed());
                 }
-                let idle = shared.limits.body_idle_timeout.0;
+                let idle = self.shared.limits.body_idle_timeout.0;
                 Ok((
                     parts,
                     ResponseBody::Upstream(GuardedBody::new(body, u64::MAX, idle, None)),
@@ -260,22 +270,21 @@ impl Exchange {
             }
         };
         self.trace.stamp_response(&mut parts.headers);
-        let mut phases = std::mem::take(&mut self.phases);
-        for phase in &mut phases {
+        for phase in &mut self.phases {
             phase.head(&mut parts);
         }
-        let status = parts.status.as_u16();
+        self.status = Some(parts.status.as_u16());
         if let Some(open) = &mut open_request {
             open.responding();
         }
-        let finish = Finish {
-            exchange: self,
-            status,
-            shared,
-            metrics,
-            open_request,
-        };
-        Response::from_parts(parts, ClientBody::new(body, phases, Some(finish)))
+        self.open_request = open_request;
+        Response::from_parts(
+            parts,
+            ClientBody {
+                inner: body,
+                exchange: self,
+            },
+        )
     }
 
     /// A 101 accepts the WebSocket handshake: once both connections have
@@ -411,47 +420,45 @@ impl Body for ResponseBody {
     }
 }
 
-/// The access line, span and metrics of one exchange, written at body end.
-pub struct Finish {
-    exchange: Box<Exchange>,
-    status: u16,
-    shared: Arc<Shared>,
-    metrics: RouteMetrics,
-    /// Ends with the response (none after a switch to a tunnel).
-    open_request: Option<OpenRequest>,
-}
-
 /// Status of the access line of a request whose client went away before
 /// its response head (nginx's 499; never sent).
 pub const CLIENT_CLOSED: u16 = 499;
 
+/// The end of the exchange, however it came: the features' end phase, the
+/// metrics, the span and the access line, exactly once.
 impl Drop for Exchange {
     fn drop(&mut self) {
-        // Still unanswered: the handler was dropped (its client went away).
-        let Some((shared, metrics)) = self.unanswered.take() else {
-            return;
+        let (status, how, broken) = match (self.status, self.ended.take()) {
+            // The handler was dropped unanswered: its client went away.
+            (None, _) => {
+                self.error = Some((
+                    "client_gone",
+                    "the client went away before the response head".to_string(),
+                ));
+                (CLIENT_CLOSED, BodyEnd::ClientGone, None)
+            }
+            (Some(status), Some(Ok(()))) => (status, BodyEnd::Complete, None),
+            (Some(status), Some(Err(why))) => (status, BodyEnd::UpstreamBroke, Some(why)),
+            (Some(status), None) => (
+                status,
+                BodyEnd::ClientGone,
+                Some("client went away before the response ended".to_string()),
+            ),
         };
-        self.error = Some((
-            "client_gone",
-            "the client went away before the response head".to_string(),
-        ));
-        self.record(&shared, &metrics, CLIENT_CLOSED, 0, None);
+        for phase in self.phases.drain(..) {
+            phase.end(how);
+        }
+        self.record(status, broken.as_deref());
     }
 }
 
 impl Exchange {
     /// Records the exchange's end: metrics, span and access line.
-    fn record(
-        &self,
-        shared: &Shared,
-        metrics: &RouteMetrics,
-        status: u16,
-        bytes_out: u64,
-        broken: Option<&str>,
-    ) {
+    fn record(&self, status: u16, broken: Option<&str>) {
+        let shared = &*self.shared;
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(self.started);
-        metrics.record(status, elapsed, now.into_std());
+        self.metrics.record(status, elapsed, now.into_std());
         let (error, detail) = match (&self.error, broken) {
             (Some((kind, detail)), _) => (Some(*kind), Some(detail.as_str())),
             (None, Some(detail)) => (Some("response_aborted"), Some(detail)),
@@ -492,7 +499,7 @@ impl Exchange {
             cache: self.cache,
             guard: self.guard,
             bytes_in: self.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
-            bytes_out,
+            bytes_out: self.bytes_out,
             error,
             error_detail: detail,
         });
@@ -500,27 +507,12 @@ impl Exchange {
 }
 
 /// The body sent to the client. It passes each chunk to the features'
-/// data phase and, when it ends or is dropped, runs their end phase and
-/// writes the access line: exactly once, however it ended.
+/// data phase and carries the exchange, which ends when the body is
+/// dropped, however it ended. Small on purpose: hyper moves it several
+/// times per response.
 pub struct ClientBody {
     inner: ResponseBody,
-    bytes_out: u64,
-    /// Set when the inner body ended: cleanly, or broken with this cause.
-    ended: Option<Result<(), String>>,
-    phases: Vec<Box<dyn ResponsePhases>>,
-    finish: Option<Finish>,
-}
-
-impl ClientBody {
-    fn new(inner: ResponseBody, phases: Vec<Box<dyn ResponsePhases>>, finish: Option<Finish>) -> ClientBody {
-        ClientBody {
-            inner,
-            bytes_out: 0,
-            ended: None,
-            phases,
-            finish,
-        }
-    }
+    exchange: Box<Exchange>,
 }
 
 impl Body for ClientBody {
@@ -533,21 +525,22 @@ impl Body for ClientBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let exchange = &mut *this.exchange;
         // For the connection's stall check (`send_timeout`).
-        if let Some(open) = this.finish.as_mut().and_then(|f| f.open_request.as_mut()) {
+        if let Some(open) = &mut exchange.open_request {
             open.body_polled(matches!(polled, Poll::Ready(Some(Ok(_)))));
         }
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    this.bytes_out += data.len() as u64;
-                    for phase in &mut this.phases {
+                    exchange.bytes_out += data.len() as u64;
+                    for phase in &mut exchange.phases {
                         phase.data(data);
                     }
                 }
             }
-            Poll::Ready(Some(Err(e))) => this.ended = Some(Err(crate::error::error_chain(&**e))),
-            Poll::Ready(None) => this.ended = Some(Ok(())),
+            Poll::Ready(Some(Err(e))) => exchange.ended = Some(Err(crate::error::error_chain(&**e))),
+            Poll::Ready(None) => exchange.ended = Some(Ok(())),
             Poll::Pending => {}
         }
         polled
@@ -564,22 +557,9 @@ impl Body for ClientBody {
 
 impl Drop for ClientBody {
     fn drop(&mut self) {
-        let (how, broken) = match self.ended.take() {
-            Some(Ok(())) => (BodyEnd::Complete, None),
-            Some(Err(why)) => (BodyEnd::UpstreamBroke, Some(why)),
-            // Read to the end without the final poll (a length-delimited body).
-            None if self.inner.is_end_stream() => (BodyEnd::Complete, None),
-            None => (
-                BodyEnd::ClientGone,
-                Some("client went away before the response ended".to_string()),
-            ),
-        };
-        for phase in self.phases.drain(..) {
-            phase.end(how);
-        }
-        if let Some(f) = &self.finish {
-            f.exchange
-                .record(&f.shared, &f.metrics, f.status, self.bytes_out, broken.as_deref());
+        // Read to the end without the final poll (a length-delimited body).
+        if self.exchange.ended.is_none() && self.inner.is_end_stream() {
+            self.exchange.ended = Some(Ok(()));
         }
     }
 }
@@ -628,10 +608,51 @@ mod tests {
         ResponseBody::Upstream(GuardedBody::new(body, u64::MAX, Duration::from_secs(5), None))
     }
 
-    fn recorded(inner: ResponseBody) -> (ClientBody, Arc<Mutex<Vec<String>>>) {
+    type Recorded<T> = (T, Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<u8>>>);
+
+    /// An unanswered exchange whose phases and access lines are recorded.
+    fn exchange() -> Recorded<Box<Exchange>> {
+        let cfg = crate::config::Config::from_toml_str(
+            "[service]\nname = \"s\"\n[inbound]\nlisten = \"127.0.0.1:1\"\napp = \"127.0.0.1:2\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let shared = Arc::new(Shared {
+            service: "s".into(),
+            limits: cfg.limits.clone(),
+            access_log: Some(crate::log::AccessLog {
+                sink: crate::log::Sink::Memory(lines.clone()),
+                format: cfg.log.format,
+            }),
+            propagator: crate::trace::Propagator::new(&cfg.tracing),
+            spans: None,
+        });
+        let metrics = crate::metrics::Metrics::default().route("inbound", "app");
+        let (parts, ()) = http::Request::new(()).into_parts();
+        let trace = shared.propagator.start(&parts.headers);
+        let client = "127.0.0.1:9".parse().unwrap();
+        let mut exchange = Exchange::new(Direction::Inbound, &parts, client, trace, &shared, metrics);
         let log = Arc::new(Mutex::new(Vec::new()));
-        let body = ClientBody::new(inner, vec![Box::new(Recorder(log.clone()))], None);
-        (body, log)
+        exchange.watch(Box::new(Recorder(log.clone())));
+        (exchange, log, lines)
+    }
+
+    /// `inner` as the body of an answered exchange.
+    fn recorded(inner: ResponseBody) -> Recorded<ClientBody> {
+        let (mut exchange, log, lines) = exchange();
+        exchange.status = Some(200);
+        (ClientBody { inner, exchange }, log, lines)
+    }
+
+    /// The access lines written, one per element.
+    fn access_lines(lines: &Mutex<Vec<u8>>) -> Vec<serde_json::Value> {
+        let lines = lines.lock().unwrap();
+        std::str::from_utf8(&lines)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     fn ends(log: &Mutex<Vec<String>>) -> Vec<String> {
@@ -645,36 +666,56 @@ mod tests {
 
     #[tokio::test]
     async fn end_runs_once_when_the_body_completes() {
-        let (body, log) = recorded(upstream_body(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello").await);
+        let (body, log, lines) =
+            recorded(upstream_body(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello").await);
         let bytes = body.collect().await.unwrap().to_bytes();
         assert_eq!(&bytes[..], b"hello");
         assert_eq!(*log.lock().unwrap(), ["data 5", "end complete"]);
+        let lines = access_lines(&lines);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0]["bytesOut"], 5);
+        assert!(lines[0].get("error").is_none(), "{}", lines[0]);
     }
 
     #[tokio::test]
     async fn end_runs_once_when_the_client_goes_away_midway() {
         let raw = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n";
-        let (mut body, log) = recorded(upstream_body(raw).await);
+        let (mut body, log, lines) = recorded(upstream_body(raw).await);
         let first = body.frame().await.unwrap().unwrap();
         assert_eq!(first.data_ref().map(|d| d.len()), Some(5));
         drop(body);
         assert_eq!(ends(&log), ["end client_gone"]);
+        let lines = access_lines(&lines);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0]["error"], "response_aborted");
     }
 
     #[tokio::test]
     async fn end_runs_once_when_the_upstream_breaks_midway() {
         let raw = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly a part";
-        let (body, log) = recorded(upstream_body(raw).await);
+        let (body, log, lines) = recorded(upstream_body(raw).await);
         assert!(body.collect().await.is_err());
         assert_eq!(ends(&log), ["end upstream_broke"]);
+        assert_eq!(access_lines(&lines).len(), 1);
     }
 
     #[tokio::test]
     async fn end_runs_once_for_bytes_of_kawals_own() {
-        let (body, log) = recorded(ResponseBody::Own(Some(Bytes::from_static(b"stored"))));
+        let (body, log, lines) = recorded(ResponseBody::Own(Some(Bytes::from_static(b"stored"))));
         assert_eq!(body.size_hint().exact(), Some(6));
         let bytes = body.collect().await.unwrap().to_bytes();
         assert_eq!(&bytes[..], b"stored");
         assert_eq!(*log.lock().unwrap(), ["data 6", "end complete"]);
+        assert_eq!(access_lines(&lines).len(), 1);
+    }
+
+    #[test]
+    fn end_runs_once_when_the_request_is_dropped_unanswered() {
+        let (exchange, log, lines) = exchange();
+        drop(exchange);
+        assert_eq!(ends(&log), ["end client_gone"]);
+        let lines = access_lines(&lines);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0]["statusCode"], 499);
     }
 }
