@@ -11,6 +11,8 @@
 #   NEW_LOG=info bench/s3-ab.sh BIN BIN     # access logs off (old) vs on (new), one binary
 #   LOG_SINK=pipe ...                        # stdout to a pipe read on the load generator's
 #                                            # core (as a container runtime reads it), not a file
+#   TOGETHER=1 ...                           # load both pairs at once (c=CONNS/2 each) instead of
+#                                            # in turn: the VM's drift then hits both alike
 #
 # INSTR=1 runs each pair under callgrind with one connection (no batching) and
 # prints user-space instructions per request for A and B: the same figure run
@@ -141,9 +143,48 @@ run() { # name port → "rps cpu_us_per_req user_us_per_req sut_busy% steal%"
     -v b=$((b1 - b0)) -v i=$((i1 - i0)) -v s=$((s1 - s0)) \
     'BEGIN { all = b + i + s; printf "%.0f %.1f %.1f %.0f %.0f\n", r, t / hz * 1e6 / (r * d), u / hz * 1e6 / (r * d), 100 * b / all, 100 * s / all }'
 }
+# Both pairs under load at once, half the connections each, over the same
+# seconds: "old-line|new-line" as run prints them (busy and steal of the core
+# they share).
+run_together() {
+  local n port before=() after=() c0 c1 r=() t0 u0 t1 u1 b0 i0 s0 b1 i1 s1
+  for n in old new; do
+    port=$((BASE + 3)); [ $n = old ] && port=$((BASE + 1))
+    taskset -c "$LG_CPU" wrk -t1 -c$((CONNS / 2)) -d1s "http://127.0.0.1:$port/" >/dev/null &
+  done
+  wait
+  # shellcheck disable=SC2046
+  for n in old new; do before+=("$(ticks $(cat "$tmp/$n.pids"))"); done
+  c0=$(cpu_ticks)
+  for n in old new; do
+    port=$((BASE + 3)); [ $n = old ] && port=$((BASE + 1))
+    taskset -c "$LG_CPU" wrk -t1 -c$((CONNS / 2)) -d"${DUR}s" "http://127.0.0.1:$port/" >"$tmp/wrk-$n.txt" &
+  done
+  wait
+  # shellcheck disable=SC2046
+  for n in old new; do after+=("$(ticks $(cat "$tmp/$n.pids"))"); done
+  c1=$(cpu_ticks)
+  read -r b0 i0 s0 <<<"$c0"; read -r b1 i1 s1 <<<"$c1"
+  for i in 0 1; do
+    n=old; [ $i = 1 ] && n=new
+    read -r t0 u0 <<<"${before[i]}"; read -r t1 u1 <<<"${after[i]}"
+    r+=("$(awk -v r="$(awk '/Requests\/sec/ {print $2}' "$tmp/wrk-$n.txt")" -v t=$((t1 - t0)) -v u=$((u1 - u0)) \
+      -v hz="$hz" -v d="$DUR" -v b=$((b1 - b0)) -v i=$((i1 - i0)) -v s=$((s1 - s0)) \
+      'BEGIN { all = b + i + s; printf "%.0f %.1f %.1f %.0f %.0f\n", r, t / hz * 1e6 / (r * d), u / hz * 1e6 / (r * d), 100 * b / all, 100 * s / all }')")
+  done
+  echo "${r[0]}|${r[1]}"
+}
 median() { sort -n | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 : >"$tmp/old.res"; : >"$tmp/new.res"
 for i in $(seq "$ROUNDS"); do
+  if [ -n "${TOGETHER:-}" ]; then
+    both=$(run_together)
+    for n in old new; do
+      r=${both%%|*}; [ $n = new ] && r=${both#*|}
+      echo "$r" >>"$tmp/$n.res"; echo "round $i $n: $r (req/s, CPU µs/req, of it user, SUT core busy %, steal %)"
+    done
+    continue
+  fi
   if ((i % 2)); then order="old new"; else order="new old"; fi
   for n in $order; do
     port=$((BASE + 3)); [ $n = old ] && port=$((BASE + 1))
