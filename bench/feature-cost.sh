@@ -7,6 +7,7 @@
 # guard.sh, s3-ab.sh) measure those.
 #
 #   bench/feature-cost.sh            # DUR=5; KAWAL=target/release/kawal
+#   KEEP=DIR bench/feature-cost.sh   # and keep each row's callgrind profile in DIR
 #
 # Rows (each against the plain row of its own direction):
 #   outbound plain        GET through [outbound] to the upstream, logs at warn,
@@ -98,6 +99,7 @@ measure() { # name level post(0|1) toml → instructions per request into cost[n
   reqs=$(awk '/requests in/ {print $1}' "$tmp/wrk.txt")
   ir=$(callgrind_annotate --auto=no "$tmp/$n.cg.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
   cost[$name]=$((ir / reqs))
+  [ -n "${KEEP:-}" ] && mkdir -p "$KEEP" && cp "$tmp/$n.cg.1" "$KEEP/${name//[^a-zA-Z]/-}.cg"
   echo "$name: ${cost[$name]} instructions/request ($reqs requests)" >&2
 }
 
