@@ -1,24 +1,25 @@
 #!/usr/bin/env bash
-# s1 (one proxy in front of the upstream, plain HTTP/1.1) for kawal, nginx and HAProxy
-# loaded at the same time: each proxy gets its own wrk (-c CONNS) over the same seconds,
-# all three proxies and the upstream share SUT_CPU, and each proxy's CPU per request
-# (utime+stime of its processes from /proc) is counted over those seconds. On a VM whose
-# speed drifts from minute to minute this compares CPU per request far more steadily
-# than peer-bench.sh's one-peer-at-a-time slots; req/s here says nothing (the proxies
-# split one core), so it is not reported as a result.
+# kawal, nginx and HAProxy loaded at the same time: each proxy gets its own wrk (-c CONNS)
+# over the same seconds, all proxies and the upstream share SUT_CPU, and each proxy's CPU
+# per request (utime+stime of its processes from /proc) is counted over those seconds.
+# On a VM whose speed drifts from minute to minute this compares CPU per request far more
+# steadily than peer-bench.sh's one-peer-at-a-time slots. req/s here says nothing (the
+# proxies split one core), so it is not reported.
 #
-#   bench/peers/together.sh                 # DUR=5 ROUNDS=10 CONNS=16, kawal: target/release/kawal
-#   ACCESS_LOG=1 bench/peers/together.sh    # each proxy with its JSON access log to a pipe
+#   bench/peers/together.sh                 # s1: one proxy, plain HTTP/1.1
+#   SCENARIO=s3 bench/peers/together.sh     # s3: client → A → mTLS → B → upstream (A+B counted)
+#   ACCESS_LOG=1 ...                        # each proxy with its access log to a pipe
+#                                           # (DUR=5 ROUNDS=10 CONNS=16; KAWAL_BIN=target/release/kawal)
 #
-# Needs nginx, HAProxy and wrk (install-peers.sh) and a release build.
+# Needs nginx, HAProxy, wrk and openssl (install-peers.sh) and a release build.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 cd "$HERE/../.."
 source "$HERE/lib/configs.sh"
 DUR=${DUR:-5}; ROUNDS=${ROUNDS:-10}; CONNS=${CONNS:-16}; LG_CPU=${LG_CPU:-0}; SUT_CPU=${SUT_CPU:-1}
-BASE=${BASE:-21180}
+BASE=${BASE:-21180}; SCENARIO=${SCENARIO:-s1}
 export KAWAL_BIN=${KAWAL_BIN:-$PWD/target/release/kawal}
-for t in nginx haproxy wrk; do command -v $t >/dev/null || { echo "missing $t (see install-peers.sh)" >&2; exit 1; }; done
+for t in nginx haproxy wrk openssl; do command -v $t >/dev/null || { echo "missing $t (see install-peers.sh)" >&2; exit 1; }; done
 [ -x "$KAWAL_BIN" ] || { echo "$KAWAL_BIN missing: cargo build --release" >&2; exit 1; }
 UPSTREAM_BIN=$HERE/upstream/target/release/pb-upstream
 [ -x "$UPSTREAM_BIN" ] || (cd "$HERE/upstream" && cargo build --release -q)
@@ -38,36 +39,55 @@ cleanup() {
 }
 trap cleanup EXIT
 names=(kawal nginx haproxy)
-declare -A port=([kawal]=$((BASE + 1)) [nginx]=$((BASE + 2)) [haproxy]=$((BASE + 3))) pid
-# Access lines go to a pipe read on the load generator's core, as a container runtime reads them.
-out() { # name → where its stdout goes
+# port: where wrk sends (s1: the proxy; s3: sidecar A); B listens 10 above.
+declare -A port=([kawal]=$((BASE + 1)) [nginx]=$((BASE + 2)) [haproxy]=$((BASE + 3))) procs=()
+up=127.0.0.1:$BASE
+start() { # name part cmd... : pinned to SUT_CPU; stdout to a pipe read on LG_CPU (ACCESS_LOG=1) or nowhere
+  local name=$1 part=$2 o=/dev/null; shift 2
   if [ "${ACCESS_LOG:-0}" = 1 ]; then
-    mkfifo "$tmp/$1.out"
-    taskset -c "$LG_CPU" cat "$tmp/$1.out" >/dev/null & pids+=($!)
-    echo "$tmp/$1.out"
-  else
-    echo /dev/null
+    o=$tmp/$name-$part.out; mkfifo "$o"
+    taskset -c "$LG_CPU" cat "$o" >/dev/null & pids+=($!)
   fi
+  taskset -c "$SUT_CPU" "$@" >"$o" 2>>"$tmp/$name.err" & pids+=($!)
+  procs[$name]+=" $!"
 }
-taskset -c "$SUT_CPU" "$UPSTREAM_BIN" "127.0.0.1:$BASE" >"$tmp/upstream.log" 2>&1 & pids+=($!)
-nginx_plain "$tmp/nginx" "${port[nginx]}" "$BASE"
-haproxy_plain "$tmp/haproxy.cfg" "${port[haproxy]}" "$BASE"
-o=$(out kawal)
-CANDIDATE_PORT=${port[kawal]} UPSTREAM_ADDR=127.0.0.1:$BASE \
-  taskset -c "$SUT_CPU" "$HERE/candidates/kawal.sh" plain >"$o" 2>"$tmp/kawal.err" & pids+=($!); pid[kawal]=$!
-o=$(out nginx)
-taskset -c "$SUT_CPU" nginx -p "$tmp/nginx/" -c "$tmp/nginx/nginx.conf" -e "$tmp/nginx/error.log" >"$o" 2>&1 &
-pids+=($!); pid[nginx]=$!
-o=$(out haproxy)
-taskset -c "$SUT_CPU" haproxy -db -f "$tmp/haproxy.cfg" >"$o" 2>&1 & pids+=($!); pid[haproxy]=$!
+taskset -c "$SUT_CPU" "$UPSTREAM_BIN" "$up" >"$tmp/upstream.log" 2>&1 & pids+=($!)
+case $SCENARIO in
+s1)
+  nginx_plain "$tmp/nginx" "${port[nginx]}" "$BASE"
+  haproxy_plain "$tmp/haproxy.cfg" "${port[haproxy]}" "$BASE"
+  CANDIDATE_PORT=${port[kawal]} UPSTREAM_ADDR=$up start kawal plain "$HERE/candidates/kawal.sh" plain
+  start nginx plain nginx -p "$tmp/nginx/" -c "$tmp/nginx/nginx.conf" -e "$tmp/nginx/error.log"
+  start haproxy plain haproxy -db -f "$tmp/haproxy.cfg"
+  ;;
+s3)
+  c=$tmp/pki
+  gen_certs "$c"
+  export PB_CA=$c/ca.crt PB_A_CRT=$c/a.crt PB_A_KEY=$c/a.key PB_B_CRT=$c/b.crt PB_B_KEY=$c/b.key
+  b() { echo $((port[$1] + 10)); }
+  nginx_mtls_b "$tmp/nginx-b" "$(b nginx)" "$BASE" "$c"
+  nginx_mtls_a "$tmp/nginx-a" "${port[nginx]}" "$(b nginx)" "$c"
+  haproxy_mtls_b "$tmp/haproxy-b.cfg" "$(b haproxy)" "$BASE" "$c"
+  haproxy_mtls_a "$tmp/haproxy-a.cfg" "${port[haproxy]}" "$(b haproxy)" "$c"
+  for part in b a; do
+    CANDIDATE_MTLS_A_PORT=${port[kawal]} CANDIDATE_MTLS_B_PORT=$(b kawal) UPSTREAM_ADDR=$up \
+      start kawal $part "$HERE/candidates/kawal.sh" "mtls-$part"
+    start nginx $part nginx -p "$tmp/nginx-$part/" -c "$tmp/nginx-$part/nginx.conf" -e "$tmp/nginx-$part/error.log"
+    start haproxy $part haproxy -db -f "$tmp/haproxy-$part.cfg"
+  done
+  ;;
+*) echo "SCENARIO is s1 or s3" >&2; exit 2 ;;
+esac
 for n in "${names[@]}"; do
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:${port[$n]}/" >/dev/null 2>&1 && break; sleep 0.1; done
-  curl -fs "http://127.0.0.1:${port[$n]}/" >/dev/null || { echo "$n not answering" >&2; exit 1; }
+  curl -fs "http://127.0.0.1:${port[$n]}/" >/dev/null || { echo "$n not answering" >&2; cat "$tmp/$n.err" >&2; exit 1; }
 done
 
-ticks() { # pid → utime+stime of it and its descendants, in clock ticks
-  local t=0 p
-  for p in "$1" $(descendants "$1"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
+ticks() { # name → utime+stime of its processes and their descendants, in clock ticks
+  local t=0 p q
+  for p in ${procs[$1]}; do
+    for q in "$p" $(descendants "$p"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$q/stat" 2>/dev/null || echo 0))); done
+  done
   echo "$t"
 }
 hz=$(getconf CLK_TCK)
@@ -82,16 +102,16 @@ load() { # seconds → one wrk per proxy at once, outputs in $tmp/wrk-NAME.txt
 for r in $(seq "$ROUNDS"); do
   load 1
   declare -A before=()
-  for n in "${names[@]}"; do before[$n]=$(ticks "${pid[$n]}"); done
+  for n in "${names[@]}"; do before[$n]=$(ticks "$n"); done
   load "$DUR"
-  for n in "${names[@]}"; do
-    kill -0 "${pid[$n]}" 2>/dev/null || { echo "$n exited during round $r" >&2; tail -5 "$tmp/kawal.err" >&2; exit 1; }
-  done
   line="$r"
   for n in "${names[@]}"; do
+    for p in ${procs[$n]}; do
+      kill -0 "$p" 2>/dev/null || { echo "$n exited during round $r" >&2; tail -5 "$tmp/$n.err" >&2; exit 1; }
+    done
     reqs=$(awk '/requests in/ {print $1}' "$tmp/wrk-$n.txt")
     if grep -q "Non-2xx\|Socket errors" "$tmp/wrk-$n.txt"; then echo "round $r $n: $(grep 'Non-2xx\|Socket errors' "$tmp/wrk-$n.txt")" >&2; fi
-    line+=" $(awk -v t=$(($(ticks "${pid[$n]}") - before[$n])) -v q="$reqs" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz * 1e6 / q }')"
+    line+=" $(awk -v t=$(($(ticks "$n") - before[$n])) -v q="$reqs" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz * 1e6 / q }')"
   done
   echo "$line" | tee -a "$tmp/rows" >&2
 done
@@ -105,5 +125,5 @@ for i in 0 1 2; do
   echo "| $n | $cpu | $ratio |"
 done
 echo
-echo "s1 plain, all three loaded at once (wrk -c$CONNS each, ${DUR}s, $ROUNDS rounds), ACCESS_LOG=${ACCESS_LOG:-0};" \
+echo "$SCENARIO, all three loaded at once (wrk -c$CONNS each, ${DUR}s, $ROUNDS rounds), ACCESS_LOG=${ACCESS_LOG:-0};" \
   "$("$KAWAL_BIN" --version), $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | awk '{print $1, $3}')"

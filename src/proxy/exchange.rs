@@ -5,8 +5,9 @@
 //! registered. [`Exchange::respond`] is the last step of both directions: it
 //! turns the handler's [`Reply`] (the upstream's response, or one of kawal's
 //! own) or its error into the response sent, runs the features' head phase,
-//! and hands everything to a [`ClientBody`], which runs their end phase and
-//! writes the access line exactly once, when the body ends or is dropped.
+//! and hands the body and itself to a [`ClientBody`]. When that body ends or
+//! is dropped, or when a request is dropped unanswered, the exchange's `Drop`
+//! runs the features' end phase and writes the access line, exactly once.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -135,7 +136,9 @@ pub struct Exchange {
     pub upgrade: Option<OnUpgrade>,
     /// Features' response phases, in registration order.
     phases: Vec<Box<dyn ResponsePhases>>,
+    /// The access log, span export and limits its end is written to.
     shared: Arc<Shared>,
+    /// The route's counters and latency histogram.
     metrics: RouteMetrics,
     /// The status sent, once answered. Dropped unanswered, the exchange
     /// is a request whose client went away (hyper dropped the handler).
