@@ -235,11 +235,11 @@ impl Exchange {
         result: Result<Reply, ProxyError>,
         open_request: OpenRequest,
     ) -> Response<ClientBody> {
-        let mut open_request = Some(open_request);
+        self.open_request = Some(open_request);
         // One split of the response into head and body, whichever it is.
         let reply = result.and_then(|reply| match reply {
             Reply::Upstream(res) => {
-                let (parts, body) = self.switch_protocols(res, &mut open_request)?.into_parts();
+                let (parts, body) = self.switch_protocols(res)?.into_parts();
                 if self.shared.access_log.is_some() {
                     self.upstream_head = Some(self.started.elapsed());
                 }
@@ -277,10 +277,9 @@ impl Exchange {
             phase.head(&mut parts);
         }
         self.status = Some(parts.status.as_u16());
-        if let Some(open) = &mut open_request {
+        if let Some(open) = &mut self.open_request {
             open.responding();
         }
-        self.open_request = open_request;
         Response::from_parts(
             parts,
             ClientBody {
@@ -298,7 +297,6 @@ impl Exchange {
     fn switch_protocols(
         &mut self,
         mut res: Response<UpstreamBody>,
-        open_request: &mut Option<OpenRequest>,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         if res.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Ok(res);
@@ -311,7 +309,7 @@ impl Exchange {
         };
         let upstream = hyper::upgrade::on(&mut res);
         let trace_id = self.trace.trace_id;
-        let open_request = open_request.take();
+        let open_request = self.open_request.take();
         tokio::spawn(async move {
             let _open_request = open_request;
             let joined = async {
