@@ -9,17 +9,20 @@
 #   bench/peers/together.sh                 # s1: one proxy, plain HTTP/1.1
 #   SCENARIO=s3 bench/peers/together.sh     # s3: client → A → mTLS → B → upstream (A+B counted)
 #   ACCESS_LOG=1 ...                        # each proxy with its access log to a pipe
+#   RATE=2000 ...                           # open loop: oha at RATE req/s on each proxy at once,
+#                                           # and each one's p50/p99 beside its CPU per request
 #                                           # (DUR=5 ROUNDS=10 CONNS=16; KAWAL_BIN=target/release/kawal)
+# At the end, each proxy's resident memory (VmRSS of its processes, summed).
 #
-# Needs nginx, HAProxy, wrk and openssl (install-peers.sh) and a release build.
+# Needs nginx, HAProxy, wrk, oha and openssl (install-peers.sh) and a release build.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 cd "$HERE/../.."
 source "$HERE/lib/configs.sh"
 DUR=${DUR:-5}; ROUNDS=${ROUNDS:-10}; CONNS=${CONNS:-16}; LG_CPU=${LG_CPU:-0}; SUT_CPU=${SUT_CPU:-1}
-BASE=${BASE:-21180}; SCENARIO=${SCENARIO:-s1}
+BASE=${BASE:-21180}; SCENARIO=${SCENARIO:-s1}; RATE=${RATE:-}; OHA=${OHA:-/opt/peers/oha/bin/oha}
 export KAWAL_BIN=${KAWAL_BIN:-$PWD/target/release/kawal}
-for t in nginx haproxy wrk openssl; do command -v $t >/dev/null || { echo "missing $t (see install-peers.sh)" >&2; exit 1; }; done
+for t in nginx haproxy wrk openssl ${RATE:+$OHA}; do command -v $t >/dev/null || { echo "missing $t (see install-peers.sh)" >&2; exit 1; }; done
 [ -x "$KAWAL_BIN" ] || { echo "$KAWAL_BIN missing: cargo build --release" >&2; exit 1; }
 UPSTREAM_BIN=$HERE/upstream/target/release/pb-upstream
 [ -x "$UPSTREAM_BIN" ] || (cd "$HERE/upstream" && cargo build --release -q)
@@ -83,20 +86,45 @@ for n in "${names[@]}"; do
   curl -fs "http://127.0.0.1:${port[$n]}/" >/dev/null || { echo "$n not answering" >&2; cat "$tmp/$n.err" >&2; exit 1; }
 done
 
-ticks() { # name → utime+stime of its processes and their descendants, in clock ticks
-  local t=0 p q
+ticks() { # name → "user system" time of its processes and their descendants, in clock ticks
+  local u=0 k=0 p q
   for p in ${procs[$1]}; do
-    for q in "$p" $(descendants "$p"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$q/stat" 2>/dev/null || echo 0))); done
+    for q in "$p" $(descendants "$p"); do
+      read -r du dk < <(awk '{print $14, $15}' "/proc/$q/stat" 2>/dev/null || echo 0 0)
+      u=$((u + du)); k=$((k + dk))
+    done
   done
-  echo "$t"
+  echo "$u $k"
 }
 hz=$(getconf CLK_TCK)
-load() { # seconds → one wrk per proxy at once, outputs in $tmp/wrk-NAME.txt
+per_request() { awk -v t="$1" -v q="$2" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz * 1e6 / q }'; } # ticks requests → µs
+load() { # seconds → one load generator per proxy at once: wrk (closed loop), or oha at RATE
   local n w=()
   for n in "${names[@]}"; do
-    taskset -c "$LG_CPU" wrk -t1 -c"$CONNS" -d"${1}s" "http://127.0.0.1:${port[$n]}/" >"$tmp/wrk-$n.txt" & w+=($!)
+    if [ -n "$RATE" ]; then
+      taskset -c "$LG_CPU" "$OHA" -z "${1}s" -c "$CONNS" -q "$RATE" --latency-correction -w --no-tui \
+        --output-format json "http://127.0.0.1:${port[$n]}/" >"$tmp/load-$n.out" 2>/dev/null & w+=($!)
+    else
+      taskset -c "$LG_CPU" wrk -t1 -c"$CONNS" -d"${1}s" "http://127.0.0.1:${port[$n]}/" >"$tmp/load-$n.out" & w+=($!)
+    fi
   done
   wait "${w[@]}"
+}
+answered() { # name → "requests p50µs p99µs" of its last load (the latencies only with RATE); errors to stderr
+  if [ -n "$RATE" ]; then
+    python3 - "$tmp/load-$1.out" <<'P'
+import json, sys
+d = json.load(open(sys.argv[1]))
+codes, errors = d["statusCodeDistribution"], d["errorDistribution"]
+if set(codes) - {"200"} or errors:
+    print(f"{sys.argv[1]}: statuses {codes}, errors {errors}", file=sys.stderr)
+p = d["latencyPercentiles"]
+print(sum(codes.values()), round(p["p50"] * 1e6), round(p["p99"] * 1e6))
+P
+  else
+    grep "Non-2xx\|Socket errors" "$tmp/load-$1.out" >&2 || true
+    awk '/requests in/ {print $1, "-", "-"}' "$tmp/load-$1.out"
+  fi
 }
 : >"$tmp/rows"
 for r in $(seq "$ROUNDS"); do
@@ -104,26 +132,52 @@ for r in $(seq "$ROUNDS"); do
   declare -A before=()
   for n in "${names[@]}"; do before[$n]=$(ticks "$n"); done
   load "$DUR"
-  line="$r"
+  line="$r"; lat=""; user=""
   for n in "${names[@]}"; do
     for p in ${procs[$n]}; do
       kill -0 "$p" 2>/dev/null || { echo "$n exited during round $r" >&2; tail -5 "$tmp/$n.err" >&2; exit 1; }
     done
-    reqs=$(awk '/requests in/ {print $1}' "$tmp/wrk-$n.txt")
-    if grep -q "Non-2xx\|Socket errors" "$tmp/wrk-$n.txt"; then echo "round $r $n: $(grep 'Non-2xx\|Socket errors' "$tmp/wrk-$n.txt")" >&2; fi
-    line+=" $(awk -v t=$(($(ticks "$n") - before[$n])) -v q="$reqs" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz * 1e6 / q }')"
+    read -r reqs p50 p99 < <(answered "$n" 2>> "$tmp/load-errors")
+    read -r u0 k0 <<<"${before[$n]}"; read -r u1 k1 < <(ticks "$n")
+    line+=" $(per_request $((u1 - u0 + k1 - k0)) "$reqs")"
+    lat+=" $p50 $p99"
+    user+=" $(per_request $((u1 - u0)) "$reqs")"
   done
-  echo "$line" | tee -a "$tmp/rows" >&2
+  echo "$line$lat$user" | tee -a "$tmp/rows" >&2
 done
-median() { sort -n | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
-echo "| proxy | CPU µs/request, median of $ROUNDS rounds | kawal ÷ proxy, median of the rounds' ratios |"
-echo "|---|---:|---:|"
+[ -s "$tmp/load-errors" ] && { echo "errors:" >&2; sort -u "$tmp/load-errors" >&2; }
+median() { # three significant digits (whole µs from 100 up)
+  sort -n | awk '{v[NR]=$1} END {m = (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2; printf (m >= 100 ? "%.0f\n" : "%.3g\n"), m}'
+}
+rss() { # name → MiB resident, its processes summed
+  local kb=0 p q
+  for p in ${procs[$1]}; do
+    for q in "$p" $(descendants "$p"); do kb=$((kb + $(awk '/VmRSS/ {print $2}' "/proc/$q/status" 2>/dev/null || echo 0))); done
+  done
+  awk -v kb=$kb 'BEGIN { printf "%.1f", kb / 1024 }'
+}
+col() { awk -v c="$1" '{print $c}' "$tmp/rows" | median; }
+if [ -n "$RATE" ]; then
+  echo "| proxy | CPU µs/request | of it user | kawal ÷ proxy | p50 µs | p99 µs | kawal ÷ proxy, p99 | RSS MiB after |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+else
+  echo "| proxy | CPU µs/request | of it user | kawal ÷ proxy | RSS MiB after |"
+  echo "|---|---:|---:|---:|---:|"
+fi
 for i in 0 1 2; do
   n=${names[i]}
-  cpu=$(awk -v c=$((i + 2)) '{print $c}' "$tmp/rows" | median)
   ratio=$(awk -v c=$((i + 2)) '{printf "%.3f\n", $2 / $c}' "$tmp/rows" | median)
-  echo "| $n | $cpu | $ratio |"
+  if [ -n "$RATE" ]; then
+    p99ratio=$(awk -v c=$((2 * i + 6)) '{printf "%.3f\n", $6 / $c}' "$tmp/rows" | median)
+    echo "| $n | $(col $((i + 2))) | $(col $((i + 11))) | $ratio | $(col $((2 * i + 5))) | $(col $((2 * i + 6))) | $p99ratio | $(rss "$n") |"
+  else
+    echo "| $n | $(col $((i + 2))) | $(col $((i + 11))) | $ratio | $(rss "$n") |"
+  fi
 done
 echo
-echo "$SCENARIO, all three loaded at once (wrk -c$CONNS each, ${DUR}s, $ROUNDS rounds), ACCESS_LOG=${ACCESS_LOG:-0};" \
+echo "Medians of $ROUNDS rounds (each ratio: the median of the rounds' ratios). Rows: round; CPU µs/request of kawal, nginx, HAProxy; their p50 and p99 µs (with RATE); their user-space µs/request:"
+sed 's/^/    /' "$tmp/rows"
+echo
+load=${RATE:+oha -q $RATE --latency-correction -c$CONNS}
+echo "$SCENARIO, all three loaded at once (${load:-wrk -c$CONNS} each, ${DUR}s, $ROUNDS rounds), ACCESS_LOG=${ACCESS_LOG:-0};" \
   "$("$KAWAL_BIN" --version), $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | head -1 | awk '{print $1, $3}')"
