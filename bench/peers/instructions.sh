@@ -7,6 +7,8 @@
 #   bench/peers/instructions.sh              # DUR=5; KAWAL_BIN=target/release/kawal
 #   ACCESS_LOG=1 bench/peers/instructions.sh # each proxy with its access log (to a file)
 #   KEEP=DIR ...                             # keep each proxy's profile for callgrind_annotate
+#   FLOOR=1 ...                              # and bench/floor: a bare tokio + httparse proxy
+#                                            # (not kawal), the floor under any proxy on tokio
 #
 # Needs nginx, HAProxy, wrk (install-peers.sh), valgrind (apt-get install -y valgrind) and a
 # release build.
@@ -63,10 +65,16 @@ sed -i 's/^master_process on;/master_process off;/' "$tmp/nginx/nginx.conf"
 measure nginx $((BASE + 2)) nginx -p "$tmp/nginx/" -c "$tmp/nginx/nginx.conf" -e "$tmp/nginx/error.log"
 haproxy_plain "$tmp/haproxy.cfg" $((BASE + 3)) "$up"
 measure haproxy $((BASE + 3)) haproxy -db -f "$tmp/haproxy.cfg"
+names=(kawal nginx haproxy)
+if [ "${FLOOR:-0}" = 1 ]; then
+  (cd bench/floor && cargo build --release --locked -q)
+  measure floor $((BASE + 4)) bench/floor/target/release/floor 127.0.0.1:$((BASE + 4)) "127.0.0.1:$up"
+  names+=(floor)
+fi
 
 echo "| proxy | instructions/request | kawal ÷ proxy |"
 echo "|---|---:|---:|"
-for n in kawal nginx haproxy; do
+for n in "${names[@]}"; do
   awk -v n=$n -v c="${cost[$n]}" -v k="${cost[kawal]}" 'BEGIN { printf "| %s | %d | %.2f |\n", n, c, k / c }'
 done
 echo
