@@ -37,6 +37,28 @@ fn hop_by_hop(name: &str) -> bool {
     .any(|h| name.eq_ignore_ascii_case(h))
 }
 
+/// Appends the headers but hop-by-hop ones and the blank line; the Content-Length.
+fn copy_headers(headers: &[httparse::Header], out: &mut Vec<u8>) -> usize {
+    let mut len = 0;
+    for h in headers {
+        if hop_by_hop(h.name) {
+            continue;
+        }
+        if h.name.eq_ignore_ascii_case("content-length") {
+            len = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+        }
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    len
+}
+
 async fn serve(mut c: TcpStream, up: &str) -> std::io::Result<()> {
     c.set_nodelay(true)?;
     let mut u = TcpStream::connect(up).await?;
@@ -56,23 +78,7 @@ async fn serve(mut c: TcpStream, up: &str) -> std::io::Result<()> {
                     out.push(b' ');
                     out.extend_from_slice(req.path.unwrap().as_bytes());
                     out.extend_from_slice(b" HTTP/1.1\r\n");
-                    let mut len = 0usize;
-                    for h in req.headers.iter() {
-                        if hop_by_hop(h.name) {
-                            continue;
-                        }
-                        if h.name.eq_ignore_ascii_case("content-length") {
-                            len = std::str::from_utf8(h.value)
-                                .ok()
-                                .and_then(|v| v.parse().ok())
-                                .unwrap_or(0);
-                        }
-                        out.extend_from_slice(h.name.as_bytes());
-                        out.extend_from_slice(b": ");
-                        out.extend_from_slice(h.value);
-                        out.extend_from_slice(b"\r\n");
-                    }
-                    out.extend_from_slice(b"\r\n");
+                    let len = copy_headers(req.headers, &mut out);
                     cbuf.advance(n);
                     break len;
                 }
@@ -104,23 +110,7 @@ async fn serve(mut c: TcpStream, up: &str) -> std::io::Result<()> {
                     out.push(b' ');
                     out.extend_from_slice(res.reason.unwrap_or("").as_bytes());
                     out.extend_from_slice(b"\r\n");
-                    let mut len = 0usize;
-                    for h in res.headers.iter() {
-                        if hop_by_hop(h.name) {
-                            continue;
-                        }
-                        if h.name.eq_ignore_ascii_case("content-length") {
-                            len = std::str::from_utf8(h.value)
-                                .ok()
-                                .and_then(|v| v.parse().ok())
-                                .unwrap_or(0);
-                        }
-                        out.extend_from_slice(h.name.as_bytes());
-                        out.extend_from_slice(b": ");
-                        out.extend_from_slice(h.value);
-                        out.extend_from_slice(b"\r\n");
-                    }
-                    out.extend_from_slice(b"\r\n");
+                    let len = copy_headers(res.headers, &mut out);
                     ubuf.advance(n);
                     break len;
                 }
