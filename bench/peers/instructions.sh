@@ -8,7 +8,8 @@
 #   ACCESS_LOG=1 bench/peers/instructions.sh # each proxy with its access log (to a file)
 #   KEEP=DIR ...                             # keep each proxy's profile for callgrind_annotate
 #   FLOOR=1 ...                              # and bench/floor: a bare tokio + httparse proxy
-#                                            # (not kawal), the floor under any proxy on tokio
+#                                            # (not kawal), the floor under any proxy on tokio,
+#                                            # also with hyper's client's hand-off between tasks
 #
 # Needs nginx, HAProxy, wrk (install-peers.sh), valgrind (apt-get install -y valgrind) and a
 # release build.
@@ -69,7 +70,9 @@ names=(kawal nginx haproxy)
 if [ "${FLOOR:-0}" = 1 ]; then
   (cd bench/floor && cargo build --release --locked -q)
   measure floor $((BASE + 4)) bench/floor/target/release/floor 127.0.0.1:$((BASE + 4)) "127.0.0.1:$up"
-  names+=(floor)
+  # The same with each upstream connection in a task of its own, as hyper's client runs it.
+  measure floor-hop $((BASE + 5)) bench/floor/target/release/floor 127.0.0.1:$((BASE + 5)) "127.0.0.1:$up" hop
+  names+=(floor floor-hop)
 fi
 
 echo "| proxy | instructions/request | kawal ÷ proxy |"
