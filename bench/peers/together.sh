@@ -122,7 +122,7 @@ p = d["latencyPercentiles"]
 print(sum(codes.values()), round(p["p50"] * 1e6), round(p["p99"] * 1e6))
 P
   else
-    grep "Non-2xx\|Socket errors" "$tmp/load-$1.out" >&2 || true
+    grep "Non-2xx\|Socket errors" "$tmp/load-$1.out" | sed "s/^/$1: /" >&2 || true
     awk '/requests in/ {print $1, "-", "-"}' "$tmp/load-$1.out"
   fi
 }
