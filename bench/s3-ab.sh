@@ -128,67 +128,46 @@ hz=$(getconf CLK_TCK)
 cpu_ticks() { # → "busy idle steal" ticks of the SUT core (busy: user+nice+system+irq+softirq)
   awk -v c="cpu$SUT_CPU" '$1 == c { print $2 + $3 + $4 + $7 + $8, $5 + $6, $9 }' /proc/stat
 }
-run() { # name port → "rps cpu_us_per_req user_us_per_req sut_busy% steal%"
-  local name=$1 port=$2 before after rps c0 c1
-  taskset -c "$LG_CPU" wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$port/" >/dev/null
+port_of() { if [ "$1" = old ]; then echo $((BASE + 1)); else echo $((BASE + 3)); fi; }
+# run NAME... → per pair a line "rps cpu_us_per_req user_us_per_req sut_busy% steal%":
+# the pairs named loaded at once (CONNS split between them) over the same seconds;
+# busy and steal are of the SUT core they share.
+run() {
+  local n c=$((CONNS / $#)) w=() before=() after=() c0 c1 i=0 t0 u0 t1 u1 b0 i0 s0 b1 i1 s1
+  for n in "$@"; do taskset -c "$LG_CPU" wrk -t1 -c$c -d1s "http://127.0.0.1:$(port_of $n)/" >/dev/null & w+=($!); done
+  wait "${w[@]}"; w=()
   # shellcheck disable=SC2046
-  before=$(ticks $(cat "$tmp/$name.pids")); c0=$(cpu_ticks)
-  taskset -c "$LG_CPU" wrk -t1 -c"$CONNS" -d"${DUR}s" "http://127.0.0.1:$port/" >"$tmp/wrk.txt"
-  # shellcheck disable=SC2046
-  after=$(ticks $(cat "$tmp/$name.pids")); c1=$(cpu_ticks)
-  rps=$(awk '/Requests\/sec/ {print $2}' "$tmp/wrk.txt")
-  read -r t0 u0 <<<"$before"; read -r t1 u1 <<<"$after"
-  read -r b0 i0 s0 <<<"$c0"; read -r b1 i1 s1 <<<"$c1"
-  awk -v r="$rps" -v t=$((t1 - t0)) -v u=$((u1 - u0)) -v hz="$hz" -v d="$DUR" \
-    -v b=$((b1 - b0)) -v i=$((i1 - i0)) -v s=$((s1 - s0)) \
-    'BEGIN { all = b + i + s; printf "%.0f %.1f %.1f %.0f %.0f\n", r, t / hz * 1e6 / (r * d), u / hz * 1e6 / (r * d), 100 * b / all, 100 * s / all }'
-}
-# Both pairs under load at once, half the connections each, over the same
-# seconds: "old-line|new-line" as run prints them (busy and steal of the core
-# they share).
-run_together() {
-  local n port before=() after=() c0 c1 r=() t0 u0 t1 u1 b0 i0 s0 b1 i1 s1
-  for n in old new; do
-    port=$((BASE + 3)); [ $n = old ] && port=$((BASE + 1))
-    taskset -c "$LG_CPU" wrk -t1 -c$((CONNS / 2)) -d1s "http://127.0.0.1:$port/" >/dev/null &
-  done
-  wait
-  # shellcheck disable=SC2046
-  for n in old new; do before+=("$(ticks $(cat "$tmp/$n.pids"))"); done
+  for n in "$@"; do before+=("$(ticks $(cat "$tmp/$n.pids"))"); done
   c0=$(cpu_ticks)
-  for n in old new; do
-    port=$((BASE + 3)); [ $n = old ] && port=$((BASE + 1))
-    taskset -c "$LG_CPU" wrk -t1 -c$((CONNS / 2)) -d"${DUR}s" "http://127.0.0.1:$port/" >"$tmp/wrk-$n.txt" &
+  for n in "$@"; do
+    taskset -c "$LG_CPU" wrk -t1 -c$c -d"${DUR}s" "http://127.0.0.1:$(port_of $n)/" >"$tmp/wrk-$n.txt" & w+=($!)
   done
-  wait
+  wait "${w[@]}"
   # shellcheck disable=SC2046
-  for n in old new; do after+=("$(ticks $(cat "$tmp/$n.pids"))"); done
+  for n in "$@"; do after+=("$(ticks $(cat "$tmp/$n.pids"))"); done
   c1=$(cpu_ticks)
   read -r b0 i0 s0 <<<"$c0"; read -r b1 i1 s1 <<<"$c1"
-  for i in 0 1; do
-    n=old; [ $i = 1 ] && n=new
-    read -r t0 u0 <<<"${before[i]}"; read -r t1 u1 <<<"${after[i]}"
-    r+=("$(awk -v r="$(awk '/Requests\/sec/ {print $2}' "$tmp/wrk-$n.txt")" -v t=$((t1 - t0)) -v u=$((u1 - u0)) \
+  for n in "$@"; do
+    read -r t0 u0 <<<"${before[i]}"; read -r t1 u1 <<<"${after[i]}"; i=$((i + 1))
+    awk -v r="$(awk '/Requests\/sec/ {print $2}' "$tmp/wrk-$n.txt")" -v t=$((t1 - t0)) -v u=$((u1 - u0)) \
       -v hz="$hz" -v d="$DUR" -v b=$((b1 - b0)) -v i=$((i1 - i0)) -v s=$((s1 - s0)) \
-      'BEGIN { all = b + i + s; printf "%.0f %.1f %.1f %.0f %.0f\n", r, t / hz * 1e6 / (r * d), u / hz * 1e6 / (r * d), 100 * b / all, 100 * s / all }')")
+      'BEGIN { all = b + i + s; printf "%.0f %.1f %.1f %.0f %.0f\n", r, t / hz * 1e6 / (r * d), u / hz * 1e6 / (r * d), 100 * b / all, 100 * s / all }'
   done
-  echo "${r[0]}|${r[1]}"
 }
 median() { sort -n | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 : >"$tmp/old.res"; : >"$tmp/new.res"
 for i in $(seq "$ROUNDS"); do
   if [ -n "${TOGETHER:-}" ]; then
-    both=$(run_together)
-    for n in old new; do
-      r=${both%%|*}; [ $n = new ] && r=${both#*|}
-      echo "$r" >>"$tmp/$n.res"; echo "round $i $n: $r (req/s, CPU µs/req, of it user, SUT core busy %, steal %)"
-    done
-    continue
+    order="old new"; mapfile -t rows < <(run old new)
+  else
+    # In turn, the order alternating between rounds.
+    if ((i % 2)); then order="old new"; else order="new old"; fi
+    rows=(); for n in $order; do rows+=("$(run $n)"); done
   fi
-  if ((i % 2)); then order="old new"; else order="new old"; fi
+  j=0
   for n in $order; do
-    port=$((BASE + 3)); [ $n = old ] && port=$((BASE + 1))
-    r=$(run $n $port); echo "$r" >>"$tmp/$n.res"; echo "round $i $n: $r (req/s, CPU µs/req, of it user, SUT core busy %, steal %)"
+    r=${rows[j]}; j=$((j + 1))
+    echo "$r" >>"$tmp/$n.res"; echo "round $i $n: $r (req/s, CPU µs/req, of it user, SUT core busy %, steal %)"
   done
 done
 # Per busy second of the SUT core: what a round would have done with the core to
