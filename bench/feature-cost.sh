@@ -24,6 +24,7 @@
 # bench/peers/upstream (built here when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/peers/lib/callgrind.sh
 DUR=${DUR:-5}; LG_CPU=${LG_CPU:-0}; SUT_CPU=${SUT_CPU:-1}; BASE=${BASE:-19180}
 KAWAL=${KAWAL:-target/release/kawal}
 SINK=${SINK:-target/release/examples/otlp_sink}
@@ -80,27 +81,13 @@ paths = [\"/*\"]
 idempotency = true"
 
 declare -A cost
-rows=0
 measure() { # name level post(0|1) toml → instructions per request into cost[name]
-  local name=$1 level=$2 post=$3 toml=$4 script=() reqs ir pid n=$((rows += 1))
+  local name=$1 level=$2 post=$3 toml=$4 script=() file=${1//[^a-zA-Z]/-}
   printf '[service]\nname = "cost"\nworker_threads = 1\n[admin]\nlisten = "127.0.0.1:%s"\n%s\n[log]\nlevel = "%s"\n' \
-    "$ADMIN" "$toml" "$level" >"$tmp/$n.toml"
-  taskset -c "$SUT_CPU" valgrind --tool=callgrind "--callgrind-out-file=$tmp/$n.cg" \
-    "$KAWAL" --config "$tmp/$n.toml" >"$tmp/$n.log" 2>&1 &
-  pid=$!; pids+=("$pid")
-  for _ in $(seq 300); do curl -fs "http://127.0.0.1:$ADMIN/live" >/dev/null 2>&1 && break; sleep 0.1; done
+    "$ADMIN" "$toml" "$level" >"$tmp/$file.toml"
   [ "$post" = 1 ] && script=(-s "$tmp/post.lua")
-  taskset -c "$LG_CPU" wrk -t1 -c1 -d2s "${script[@]}" "http://127.0.0.1:$PORT/" -- "w$n" >/dev/null
-  callgrind_control -z "$pid" >/dev/null
-  taskset -c "$LG_CPU" wrk -t1 -c1 -d"${DUR}s" "${script[@]}" "http://127.0.0.1:$PORT/" -- "r$n" >"$tmp/wrk.txt"
-  callgrind_control -d "$pid" >/dev/null
-  kill "$pid"; wait "$pid" 2>/dev/null || true
-  if grep -q "Non-2xx" "$tmp/wrk.txt"; then echo "$name: $(grep Non-2xx "$tmp/wrk.txt")" >&2; exit 1; fi
-  reqs=$(awk '/requests in/ {print $1}' "$tmp/wrk.txt")
-  ir=$(callgrind_annotate --auto=no "$tmp/$n.cg.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-  cost[$name]=$((ir / reqs))
-  [ -n "${KEEP:-}" ] && mkdir -p "$KEEP" && cp "$tmp/$n.cg.1" "$KEEP/${name//[^a-zA-Z]/-}.cg"
-  echo "$name: ${cost[$name]} instructions/request ($reqs requests)" >&2
+  cost[$name]=$(callgrind_per_request "$file" "http://127.0.0.1:$ADMIN/live" "http://127.0.0.1:$PORT/" "${script[@]}" \
+    -- "$KAWAL" --config "$tmp/$file.toml")
 }
 
 measure "outbound plain" warn 0 "$OUTBOUND

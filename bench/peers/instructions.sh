@@ -17,6 +17,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 cd "$HERE/../.."
 source "$HERE/lib/configs.sh"
+source "$HERE/lib/callgrind.sh"
 DUR=${DUR:-5}; LG_CPU=${LG_CPU:-0}; SUT_CPU=${SUT_CPU:-1}; BASE=${BASE:-23180}
 export KAWAL_BIN=${KAWAL_BIN:-$PWD/target/release/kawal}
 for t in nginx haproxy wrk valgrind callgrind_control; do
@@ -35,24 +36,8 @@ taskset -c "$SUT_CPU" "$UPSTREAM_BIN" "127.0.0.1:$up" >"$tmp/upstream.log" 2>&1 
 
 declare -A cost
 measure() { # name port cmd... → instructions per request into cost[name]
-  local name=$1 port=$2 pid reqs ir; shift 2
-  taskset -c "$SUT_CPU" valgrind --tool=callgrind "--callgrind-out-file=$tmp/$name.cg" "$@" \
-    >"$tmp/$name.out" 2>"$tmp/$name.err" &
-  pid=$!; pids+=("$pid")
-  for _ in $(seq 300); do curl -fs "http://127.0.0.1:$port/" >/dev/null 2>&1 && break; sleep 0.1; done
-  taskset -c "$LG_CPU" wrk -t1 -c1 -d2s "http://127.0.0.1:$port/" >/dev/null
-  callgrind_control -z "$pid" >/dev/null 2>&1
-  taskset -c "$LG_CPU" wrk -t1 -c1 -d"${DUR}s" "http://127.0.0.1:$port/" >"$tmp/wrk.txt"
-  callgrind_control -d "$pid" >/dev/null 2>&1
-  kill "$pid"; wait "$pid" 2>/dev/null || true
-  if grep -q "Non-2xx\|Socket errors" "$tmp/wrk.txt"; then echo "$name: $(grep 'Non-2xx\|Socket errors' "$tmp/wrk.txt")" >&2; exit 1; fi
-  reqs=$(awk '/requests in/ {print $1}' "$tmp/wrk.txt")
-  # The dump of the zeroed counters is the newest part file.
-  local part; part=$(ls -t "$tmp/$name.cg".* | head -1)
-  ir=$(callgrind_annotate --auto=no "$part" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-  cost[$name]=$((ir / reqs))
-  [ -n "${KEEP:-}" ] && mkdir -p "$KEEP" && cp "$part" "$KEEP/$name.cg"
-  echo "$name: ${cost[$name]} instructions/request ($reqs requests)" >&2
+  local name=$1 url=http://127.0.0.1:$2/; shift 2
+  cost[$name]=$(callgrind_per_request "$name" "$url" "$url" -- "$@")
 }
 
 # kawal as candidates/kawal.sh plain starts it.
