@@ -86,13 +86,12 @@ for n in "${names[@]}"; do
   curl -fs "http://127.0.0.1:${port[$n]}/" >/dev/null || { echo "$n not answering" >&2; cat "$tmp/$n.err" >&2; exit 1; }
 done
 
-ticks() { # name → "user system" time of its processes and their descendants, in clock ticks
-  local u=0 k=0 p q
-  for p in ${procs[$1]}; do
-    for q in "$p" $(descendants "$p"); do
-      read -r du dk < <(awk '{print $14, $15}' "/proc/$q/stat" 2>/dev/null || echo 0 0)
-      u=$((u + du)); k=$((k + dk))
-    done
+pids_of() { local p; for p in ${procs[$1]}; do echo "$p"; descendants "$p"; done; } # name → its processes, theirs
+ticks() { # name → "user system" time of its processes, in clock ticks
+  local u=0 k=0 q du dk
+  for q in $(pids_of "$1"); do
+    read -r du dk < <(awk '{print $14, $15}' "/proc/$q/stat" 2>/dev/null || echo 0 0)
+    u=$((u + du)); k=$((k + dk))
   done
   echo "$u $k"
 }
@@ -150,10 +149,8 @@ median() { # three significant digits (whole µs from 100 up)
   sort -n | awk '{v[NR]=$1} END {m = (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2; printf (m >= 100 ? "%.0f\n" : "%.3g\n"), m}'
 }
 rss() { # name → MiB resident, its processes summed
-  local kb=0 p q
-  for p in ${procs[$1]}; do
-    for q in "$p" $(descendants "$p"); do kb=$((kb + $(awk '/VmRSS/ {print $2}' "/proc/$q/status" 2>/dev/null || echo 0))); done
-  done
+  local kb=0 q
+  for q in $(pids_of "$1"); do kb=$((kb + $(awk '/VmRSS/ {print $2}' "/proc/$q/status" 2>/dev/null || echo 0))); done
   awk -v kb=$kb 'BEGIN { printf "%.1f", kb / 1024 }'
 }
 col() { awk -v c="$1" '{print $c}' "$tmp/rows" | median; }
